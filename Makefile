@@ -1,0 +1,75 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# vhost-serial: build, check and demo.
+#
+#   make [KERNEL=6.12|6.1]   build vhost_serial.ko for one of Debian's kernels
+#   make check               set up, build and run every test in VMs (both kernels)
+#   make demo                boot a VM with the module and move a file through a port
+#   make sparse | checkpatch static checks of the kernel code
+#
+# Kernels, headers and sources are resolved and cached by scripts/setup.sh
+# in $(VSERIAL_CACHE) (default /var/cache/vhost-serial).
+
+KERNEL		?= 6.12
+KERNELS		?= 6.12 6.1
+VSERIAL_CACHE	?= /var/cache/vhost-serial
+export VSERIAL_CACHE
+
+TOP		:= $(CURDIR)
+KCACHE		 = $(VSERIAL_CACHE)/kernels/$(1)
+KENV		 = $(call KCACHE,$(1))/env
+BUILD		:= $(TOP)/build
+SELFTEST_DIR	:= tools/testing/selftests/vserial
+KERNEL_SRCS	:= Kbuild drivers/vhost/serial.c drivers/vhost/serial_compat.h \
+		   include/uapi/linux/vhost_serial.h
+
+# The kernel-headers directory of a series, from its cached env file.
+kdir = $(shell sed -n 's/^KDIR=//p' $(call KENV,$(1)) | tail -n1)
+
+.PHONY: all modules setup check demo sparse checkpatch selftests clean
+all: modules
+
+setup:
+	@scripts/setup.sh $(KERNELS)
+
+$(VSERIAL_CACHE)/kernels/%/env:
+	@scripts/setup.sh $*
+
+# One build tree per kernel: symlinks to the sources, objects beside them.
+$(BUILD)/%/vhost_serial.ko: $(KERNEL_SRCS) $(VSERIAL_CACHE)/kernels/%/env
+	@mkdir -p $(BUILD)/$*/drivers/vhost $(BUILD)/$*/include/uapi/linux
+	@for f in $(KERNEL_SRCS); do ln -sf $(TOP)/$$f $(BUILD)/$*/$$f; done
+	$(MAKE) -C $(call kdir,$*) M=$(BUILD)/$* \
+		VHOST_SRC=$(call KCACHE,$*)/src/drivers/vhost modules
+
+modules: $(BUILD)/$(KERNEL)/vhost_serial.ko
+
+selftests: $(VSERIAL_CACHE)/kernels/6.12/env
+	$(MAKE) -C $(SELFTEST_DIR) OUTPUT=$(BUILD)/selftests \
+		KSFT_INC=$(call KCACHE,6.12)/src/tools/testing/selftests \
+		STATIC=1
+
+sparse: $(VSERIAL_CACHE)/kernels/$(KERNEL)/env
+	@mkdir -p $(BUILD)/sparse-$(KERNEL)/drivers/vhost $(BUILD)/sparse-$(KERNEL)/include/uapi/linux
+	@for f in $(KERNEL_SRCS); do ln -sf $(TOP)/$$f $(BUILD)/sparse-$(KERNEL)/$$f; done
+	$(MAKE) -C $(call kdir,$(KERNEL)) M=$(BUILD)/sparse-$(KERNEL) C=2 \
+		CF="-D__CHECK_ENDIAN__" W=1 \
+		VHOST_SRC=$(call KCACHE,$(KERNEL))/src/drivers/vhost modules \
+		2>&1 | tee $(BUILD)/sparse-$(KERNEL).log
+	@! grep -E 'warning:|error:' $(BUILD)/sparse-$(KERNEL).log
+
+checkpatch: $(VSERIAL_CACHE)/kernels/6.12/env
+	perl $(call KCACHE,6.12)/src/scripts/checkpatch.pl --strict --no-tree \
+		--ignore FILE_PATH_CHANGES,SPDX_LICENSE_TAG \
+		-f drivers/vhost/serial.c drivers/vhost/serial_compat.h \
+		include/uapi/linux/vhost_serial.h
+
+check: setup
+	@scripts/check.sh $(KERNELS)
+
+demo: setup
+	@scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD)
+	$(MAKE) -C $(SELFTEST_DIR) clean OUTPUT=$(BUILD)/selftests >/dev/null 2>&1 || true

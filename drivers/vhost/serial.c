@@ -1,0 +1,1647 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * vhost-serial: a multiport virtio-console device in the host kernel.
+ *
+ * Each open of /dev/vhost-serial is one device.  Its ports are bridged to
+ * file descriptors that userspace hands in (sockets, pipes, ttys, files): the
+ * vhost worker copies guest output straight into them and their input
+ * straight into guest buffers, and it speaks the virtio-console control
+ * protocol with the guest on its own.  See include/uapi/linux/vhost_serial.h.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/eventfd.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/net.h>
+#include <linux/poll.h>
+#include <linux/slab.h>
+#include <linux/socket.h>
+#include <linux/uio.h>
+#include <linux/vhost.h>
+#include <linux/virtio_console.h>
+#include <linux/vhost_serial.h>
+
+#include "vhost.h"
+#include "serial_compat.h"
+
+/* Max number of buffers handled in one run of a handler. */
+#define VHOST_SERIAL_PKT_WEIGHT		256
+/* Max bytes moved in one run of a handler, so ports share the worker. */
+#define VHOST_SERIAL_WEIGHT		0x80000
+/* Console output kept while the console backend is full or absent. */
+#define VHOST_SERIAL_CONSOLE_BUF	4096
+/* Control messages waiting for guest buffers: base plus per port. */
+#define VHOST_SERIAL_CTRL_BASE		64
+#define VHOST_SERIAL_CTRL_PER_PORT	8
+
+enum {
+	VHOST_SERIAL_FEATURES = VHOST_FEATURES |
+				(1ULL << VIRTIO_CONSOLE_F_SIZE) |
+				(1ULL << VIRTIO_CONSOLE_F_MULTIPORT),
+};
+
+enum {
+	VHOST_SERIAL_VQ_PORT0_RX = 0,
+	VHOST_SERIAL_VQ_PORT0_TX = 1,
+	VHOST_SERIAL_VQ_CTRL_RX = 2,
+	VHOST_SERIAL_VQ_CTRL_TX = 3,
+};
+
+struct vhost_serial;
+
+/*
+ * A control message for the guest, kept in host byte order until a guest
+ * buffer takes it (the byte order depends on the features negotiated).
+ */
+struct vhost_serial_ctrl_msg {
+	struct list_head node;
+	u32 id;
+	u16 event;
+	u16 value;
+	u16 cols;		/* RESIZE only */
+	u16 rows;		/* RESIZE only */
+	u16 name_len;		/* PORT_NAME only */
+	char name[];		/* PORT_NAME only */
+};
+
+/* RESIZE payload, after the control header: the spec's order. */
+struct vhost_serial_resize_payload {
+	__virtio16 cols;
+	__virtio16 rows;
+};
+
+struct vhost_serial_port {
+	struct vhost_serial *vs;
+	u32 id;
+
+	/* Guarded by vs->port_lock (written), READ_ONCE in handlers. */
+	bool present;
+	bool console;
+	bool announced;		/* PORT_ADD queued for the guest */
+	bool guest_ready;
+	bool guest_open;
+	bool host_open;
+	bool in_hup;		/* backend input reached EOF or failed */
+	bool out_hup;		/* backend output failed */
+	u16 cols, rows;		/* console size to send at PORT_READY */
+	u16 name_len;
+	char name[VHOST_SERIAL_NAME_MAX + 1];
+	struct eventfd_ctx *event;
+	u64 events;
+
+	/* Guarded by the port's rx vq mutex. */
+	struct file *in;
+	struct vhost_poll in_poll;
+	u64 rx_bytes;
+	u64 rx_bufs;
+
+	/* Guarded by the port's tx vq mutex. */
+	struct file *out;
+	struct vhost_poll out_poll;
+	size_t tx_offset;	/* bytes of the next tx chain already written */
+	u8 *cbuf;		/* console ports only */
+	size_t cbuf_len;
+	u64 tx_bytes;
+	u64 tx_bufs;
+	u64 tx_dropped;
+
+	atomic64_t errors;
+};
+
+struct vhost_serial {
+	struct vhost_dev dev;
+	struct vhost_virtqueue *vqs;
+	struct vhost_virtqueue **vq_ptrs;
+	struct vhost_serial_port *ports;
+	u32 nr_ports;
+	bool inited;		/* set once, by SET_NUM_PORTS */
+	struct mutex init_lock;	/* serialises SET_NUM_PORTS */
+
+	bool running;		/* guarded by dev.mutex */
+
+	/* Port control state; nests inside vq mutexes. */
+	struct mutex port_lock;
+	bool guest_ready;	/* DEVICE_READY seen; guarded by port_lock */
+
+	/* Control messages for the guest. */
+	spinlock_t ctrl_lock;
+	struct list_head ctrl_pending;	/* guarded by ctrl_lock */
+	u32 ctrl_count;			/* guarded by ctrl_lock */
+	u32 ctrl_max;
+	struct vhost_work ctrl_work;
+};
+
+static inline u32 vhost_serial_rx_vq_index(u32 id)
+{
+	return id ? 2 * id + 2 : VHOST_SERIAL_VQ_PORT0_RX;
+}
+
+static inline struct vhost_virtqueue *
+vhost_serial_port_rx_vq(struct vhost_serial_port *port)
+{
+	return &port->vs->vqs[vhost_serial_rx_vq_index(port->id)];
+}
+
+static inline struct vhost_virtqueue *
+vhost_serial_port_tx_vq(struct vhost_serial_port *port)
+{
+	return &port->vs->vqs[vhost_serial_rx_vq_index(port->id) + 1];
+}
+
+static struct vhost_serial_port *
+vhost_serial_vq_port(struct vhost_serial *vs, struct vhost_virtqueue *vq)
+{
+	u32 idx = vq - vs->vqs;
+
+	return &vs->ports[idx < 2 ? 0 : (idx - 2) / 2];
+}
+
+static inline bool vhost_serial_multiport(struct vhost_virtqueue *vq)
+{
+	return vhost_has_feature(vq, VIRTIO_CONSOLE_F_MULTIPORT);
+}
+
+static void vhost_serial_port_error(struct vhost_serial_port *port)
+{
+	atomic64_inc(&port->errors);
+}
+
+/* Caller holds vs->port_lock. */
+static void vhost_serial_port_notify(struct vhost_serial_port *port)
+{
+	port->events++;
+	if (port->event)
+		vhost_serial_eventfd_signal(port->event);
+}
+
+/* ---- control messages to the guest ---------------------------------- */
+
+static struct vhost_serial_ctrl_msg *
+vhost_serial_ctrl_alloc(u32 id, u16 event, u16 value, size_t name_len)
+{
+	struct vhost_serial_ctrl_msg *msg;
+
+	msg = kzalloc(struct_size(msg, name, name_len), GFP_KERNEL_ACCOUNT);
+	if (!msg)
+		return NULL;
+	msg->id = id;
+	msg->event = event;
+	msg->value = value;
+	msg->name_len = name_len;
+	return msg;
+}
+
+/*
+ * Queue a message for the guest.  Host-initiated messages (from an ioctl)
+ * fail with -ENOSPC when the queue is full, so the caller learns of it;
+ * nothing is dropped silently.  The queue only fills when the guest stops
+ * posting control buffers.
+ */
+static int vhost_serial_ctrl_queue(struct vhost_serial *vs,
+				   struct vhost_serial_ctrl_msg *msg)
+{
+	spin_lock(&vs->ctrl_lock);
+	if (vs->ctrl_count >= vs->ctrl_max) {
+		spin_unlock(&vs->ctrl_lock);
+		kfree(msg);
+		pr_warn_ratelimited("control queue full, guest posts no buffers\n");
+		return -ENOSPC;
+	}
+	list_add_tail(&msg->node, &vs->ctrl_pending);
+	vs->ctrl_count++;
+	spin_unlock(&vs->ctrl_lock);
+
+	vhost_serial_work_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_RX],
+				&vs->ctrl_work);
+	return 0;
+}
+
+static int vhost_serial_send(struct vhost_serial *vs, u32 id, u16 event,
+			     u16 value)
+{
+	struct vhost_serial_ctrl_msg *msg;
+
+	msg = vhost_serial_ctrl_alloc(id, event, value, 0);
+	if (!msg)
+		return -ENOMEM;
+	return vhost_serial_ctrl_queue(vs, msg);
+}
+
+static int vhost_serial_send_name(struct vhost_serial_port *port)
+{
+	struct vhost_serial_ctrl_msg *msg;
+
+	msg = vhost_serial_ctrl_alloc(port->id, VIRTIO_CONSOLE_PORT_NAME, 1,
+				      port->name_len);
+	if (!msg)
+		return -ENOMEM;
+	memcpy(msg->name, port->name, port->name_len);
+	return vhost_serial_ctrl_queue(port->vs, msg);
+}
+
+static int vhost_serial_send_resize(struct vhost_serial_port *port)
+{
+	struct vhost_serial_ctrl_msg *msg;
+
+	msg = vhost_serial_ctrl_alloc(port->id, VIRTIO_CONSOLE_RESIZE, 0, 0);
+	if (!msg)
+		return -ENOMEM;
+	msg->cols = port->cols;
+	msg->rows = port->rows;
+	return vhost_serial_ctrl_queue(port->vs, msg);
+}
+
+static struct vhost_serial_ctrl_msg *vhost_serial_ctrl_peek(struct vhost_serial *vs)
+{
+	struct vhost_serial_ctrl_msg *msg;
+
+	spin_lock(&vs->ctrl_lock);
+	msg = list_first_entry_or_null(&vs->ctrl_pending,
+				       struct vhost_serial_ctrl_msg, node);
+	spin_unlock(&vs->ctrl_lock);
+	return msg;
+}
+
+static void vhost_serial_ctrl_pop(struct vhost_serial *vs,
+				  struct vhost_serial_ctrl_msg *msg)
+{
+	spin_lock(&vs->ctrl_lock);
+	list_del(&msg->node);
+	vs->ctrl_count--;
+	spin_unlock(&vs->ctrl_lock);
+	kfree(msg);
+}
+
+static void vhost_serial_ctrl_flush_pending(struct vhost_serial *vs)
+{
+	struct vhost_serial_ctrl_msg *msg, *tmp;
+
+	spin_lock(&vs->ctrl_lock);
+	list_for_each_entry_safe(msg, tmp, &vs->ctrl_pending, node) {
+		list_del(&msg->node);
+		kfree(msg);
+	}
+	vs->ctrl_count = 0;
+	spin_unlock(&vs->ctrl_lock);
+}
+
+/* Copy one message into a guest buffer; returns the bytes written. */
+static ssize_t vhost_serial_ctrl_fill(struct vhost_virtqueue *vq,
+				      struct vhost_serial_ctrl_msg *msg,
+				      unsigned int in)
+{
+	struct virtio_console_control hdr;
+	struct vhost_serial_resize_payload size;
+	struct iov_iter iter;
+	size_t len, need;
+
+	len = iov_length(vq->iov, in);
+	need = sizeof(hdr) + msg->name_len;
+	if (msg->event == VIRTIO_CONSOLE_RESIZE)
+		need += sizeof(size);
+	if (len < need)
+		return -ENOBUFS;
+
+	hdr.id = cpu_to_vhost32(vq, msg->id);
+	hdr.event = cpu_to_vhost16(vq, msg->event);
+	hdr.value = cpu_to_vhost16(vq, msg->value);
+	iov_iter_init(&iter, ITER_DEST, vq->iov, in, len);
+	if (copy_to_iter(&hdr, sizeof(hdr), &iter) != sizeof(hdr))
+		return -EFAULT;
+	if (msg->event == VIRTIO_CONSOLE_RESIZE) {
+		/* The spec's order: cols, then rows. */
+		size.cols = cpu_to_vhost16(vq, msg->cols);
+		size.rows = cpu_to_vhost16(vq, msg->rows);
+		if (copy_to_iter(&size, sizeof(size), &iter) != sizeof(size))
+			return -EFAULT;
+	}
+	if (copy_to_iter(msg->name, msg->name_len, &iter) != msg->name_len)
+		return -EFAULT;
+	return need;
+}
+
+static void vhost_serial_handle_ctrl_rx(struct vhost_serial *vs)
+{
+	struct vhost_virtqueue *vq = &vs->vqs[VHOST_SERIAL_VQ_CTRL_RX];
+	struct vhost_serial_ctrl_msg *msg;
+	unsigned int out, in, log_num;
+	struct vhost_log *vq_log;
+	int head, pkts = 0;
+	size_t total = 0;
+	bool added = false;
+	ssize_t len;
+
+	mutex_lock(&vq->mutex);
+	if (!vhost_vq_get_backend(vq))
+		goto out_unlock;
+
+	vq_log = unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ? vq->log : NULL;
+	vhost_disable_notify(&vs->dev, vq);
+	while ((msg = vhost_serial_ctrl_peek(vs))) {
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 &out, &in, vq_log, &log_num);
+		if (unlikely(head < 0)) {
+			pr_warn_ratelimited("control rx: bad descriptor chain\n");
+			break;
+		}
+		if (head == vq->num) {
+			if (unlikely(vhost_enable_notify(&vs->dev, vq))) {
+				vhost_disable_notify(&vs->dev, vq);
+				continue;
+			}
+			break;
+		}
+		if (unlikely(out)) {
+			vq_err(vq, "control rx: device-readable descriptor\n");
+			pr_warn_ratelimited("control rx: device-readable descriptor\n");
+			vhost_add_used(vq, head, 0);
+			added = true;
+			continue;
+		}
+		len = vhost_serial_ctrl_fill(vq, msg, in);
+		if (unlikely(len < 0)) {
+			/* The message stays queued for the next buffer. */
+			vq_err(vq, "control rx: buffer too small or unmapped\n");
+			pr_warn_ratelimited("control rx: guest buffer unusable (%zd)\n",
+					    len);
+			vhost_add_used(vq, head, 0);
+			added = true;
+			continue;
+		}
+		if (unlikely(vq_log))
+			vhost_log_write(vq, vq_log, log_num, len, vq->iov, in);
+		vhost_add_used(vq, head, len);
+		added = true;
+		vhost_serial_ctrl_pop(vs, msg);
+		total += len;
+		if (vhost_exceeds_weight(vq, ++pkts, total)) {
+			vhost_serial_work_queue(vq, &vs->ctrl_work);
+			break;
+		}
+	}
+	if (added)
+		vhost_signal(&vs->dev, vq);
+out_unlock:
+	mutex_unlock(&vq->mutex);
+}
+
+static void vhost_serial_ctrl_work(struct vhost_work *work)
+{
+	struct vhost_serial *vs = container_of(work, struct vhost_serial,
+					       ctrl_work);
+
+	vhost_serial_handle_ctrl_rx(vs);
+}
+
+static void vhost_serial_ctrl_rx_kick(struct vhost_work *work)
+{
+	struct vhost_virtqueue *vq = container_of(work, struct vhost_virtqueue,
+						  poll.work);
+	struct vhost_serial *vs = container_of(vq->dev, struct vhost_serial,
+					       dev);
+
+	vhost_serial_handle_ctrl_rx(vs);
+}
+
+/* ---- port state -------------------------------------------------------- */
+
+/* Caller holds vs->port_lock. */
+static void vhost_serial_announce(struct vhost_serial_port *port)
+{
+	if (!port->present || !port->vs->guest_ready)
+		return;
+	if (!vhost_serial_send(port->vs, port->id,
+			       VIRTIO_CONSOLE_PORT_ADD, 1))
+		port->announced = true;
+}
+
+/* Tell the guest whether the host side is connected; caller holds port_lock. */
+static void vhost_serial_set_host_open(struct vhost_serial_port *port,
+				       bool open)
+{
+	if (port->host_open == open)
+		return;
+	port->host_open = open;
+	if (port->guest_ready)
+		vhost_serial_send(port->vs, port->id, VIRTIO_CONSOLE_PORT_OPEN,
+				  open);
+	vhost_serial_port_notify(port);
+}
+
+/*
+ * The backend hung up.  Called from a data handler with the queue mutex of
+ * that direction held, after everything readable was delivered.
+ */
+static void vhost_serial_hangup(struct vhost_serial_port *port, bool input)
+{
+	struct vhost_serial *vs = port->vs;
+
+	mutex_lock(&vs->port_lock);
+	if (input)
+		WRITE_ONCE(port->in_hup, true);
+	else
+		WRITE_ONCE(port->out_hup, true);
+	if (input || !READ_ONCE(port->in))
+		vhost_serial_set_host_open(port, false);
+	vhost_serial_port_notify(port);
+	mutex_unlock(&vs->port_lock);
+}
+
+/* ---- backend I/O --------------------------------------------------------- */
+
+/*
+ * The worker must never sleep on a backend.  Sockets get MSG_DONTWAIT;
+ * regular files do not block on a peer; everything else must be O_NONBLOCK.
+ */
+static bool vhost_serial_file_ok(struct file *file)
+{
+	if (sock_from_file(file) || S_ISREG(file_inode(file)->i_mode))
+		return true;
+	return file->f_flags & O_NONBLOCK;
+}
+
+static ssize_t vhost_serial_backend_read(struct file *file,
+					 struct iov_iter *to)
+{
+	struct socket *sock = sock_from_file(file);
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
+	ssize_t ret;
+	loff_t pos;
+
+	if (sock) {
+		msg.msg_iter = *to;
+		return sock_recvmsg(sock, &msg, MSG_DONTWAIT);
+	}
+	if (!vhost_serial_file_ok(file))
+		return -EINVAL;
+	pos = file->f_pos;
+	ret = vfs_iter_read(file, to, &pos, 0);
+	if (ret > 0)
+		file->f_pos = pos;
+	return ret;
+}
+
+static ssize_t vhost_serial_backend_write(struct file *file,
+					  struct iov_iter *from)
+{
+	struct socket *sock = sock_from_file(file);
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	ssize_t ret;
+	loff_t pos;
+
+	if (sock) {
+		msg.msg_iter = *from;
+		return sock_sendmsg(sock, &msg);
+	}
+	if (!vhost_serial_file_ok(file))
+		return -EINVAL;
+	/* A pipe without readers would raise SIGPIPE in the worker. */
+	if (vfs_poll(file, NULL) & EPOLLERR)
+		return -EPIPE;
+	pos = file->f_pos;
+	ret = vfs_iter_write(file, from, &pos, 0);
+	if (ret > 0)
+		file->f_pos = pos;
+	return ret;
+}
+
+/*
+ * Has an idle backend hung up with nothing left to read?  Used while the
+ * guest cannot take data, so that userspace and the guest learn of it.
+ */
+static bool vhost_serial_in_drained_hup(struct file *file)
+{
+	struct msghdr msg = {};
+	struct socket *sock;
+	struct kvec kv;
+	__poll_t mask;
+	char c;
+	int ret;
+
+	mask = vfs_poll(file, NULL);
+	if (!(mask & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+		return false;
+	sock = sock_from_file(file);
+	if (!sock)
+		return !(mask & EPOLLIN);
+	kv.iov_base = &c;
+	kv.iov_len = 1;
+	ret = kernel_recvmsg(sock, &msg, &kv, 1, 1, MSG_PEEK | MSG_DONTWAIT);
+	return ret == 0 || (ret < 0 && ret != -EAGAIN);
+}
+
+/* ---- host to guest ------------------------------------------------------- */
+
+static bool vhost_serial_guest_listens(struct vhost_serial_port *port,
+				       struct vhost_virtqueue *vq)
+{
+	if (!READ_ONCE(port->present))
+		return false;
+	if (!vhost_serial_multiport(vq))
+		return port->id == 0;
+	return READ_ONCE(port->guest_open);
+}
+
+static void vhost_serial_handle_rx(struct vhost_serial_port *port)
+{
+	struct vhost_virtqueue *vq = vhost_serial_port_rx_vq(port);
+	struct vhost_dev *dev = &port->vs->dev;
+	unsigned int out, in, log_num;
+	struct vhost_log *vq_log;
+	struct iov_iter iter;
+	int head, pkts = 0;
+	size_t total = 0;
+	bool added = false;
+	ssize_t ret;
+	size_t len;
+
+	mutex_lock(&vq->mutex);
+	if (!vhost_vq_get_backend(vq) || !port->in || READ_ONCE(port->in_hup))
+		goto out_unlock;
+	if (!vhost_serial_guest_listens(port, vq)) {
+		if (vhost_serial_in_drained_hup(port->in))
+			vhost_serial_hangup(port, true);
+		goto out_unlock;
+	}
+
+	vq_log = unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ? vq->log : NULL;
+	vhost_disable_notify(dev, vq);
+	do {
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 &out, &in, vq_log, &log_num);
+		if (unlikely(head < 0)) {
+			vhost_serial_port_error(port);
+			pr_warn_ratelimited("port %u rx: bad descriptor chain\n",
+					    port->id);
+			break;
+		}
+		if (head == vq->num) {
+			if (unlikely(vhost_enable_notify(dev, vq))) {
+				vhost_disable_notify(dev, vq);
+				continue;
+			}
+			if (vhost_serial_in_drained_hup(port->in))
+				vhost_serial_hangup(port, true);
+			break;
+		}
+		if (unlikely(out)) {
+			vq_err(vq, "port rx: device-readable descriptor\n");
+			pr_warn_ratelimited("port %u rx: device-readable descriptor\n",
+					    port->id);
+			vhost_serial_port_error(port);
+			vhost_add_used(vq, head, 0);
+			added = true;
+			continue;
+		}
+		len = iov_length(vq->iov, in);
+		iov_iter_init(&iter, ITER_DEST, vq->iov, in, len);
+		ret = vhost_serial_backend_read(port->in, &iter);
+		if (ret <= 0) {
+			vhost_discard_vq_desc(vq, 1);
+			/* -EAGAIN: in_poll runs us again when data comes. */
+			if (ret != -EAGAIN) {
+				if (ret < 0)
+					vhost_serial_port_error(port);
+				vhost_serial_hangup(port, true);
+			}
+			break;
+		}
+		if (unlikely(vq_log))
+			vhost_log_write(vq, vq_log, log_num, ret, vq->iov, in);
+		vhost_add_used(vq, head, ret);
+		added = true;
+		total += ret;
+		port->rx_bytes += ret;
+		port->rx_bufs++;
+	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
+
+	if (added)
+		vhost_signal(dev, vq);
+out_unlock:
+	mutex_unlock(&vq->mutex);
+}
+
+static void vhost_serial_rx_kick(struct vhost_work *work)
+{
+	struct vhost_virtqueue *vq = container_of(work, struct vhost_virtqueue,
+						  poll.work);
+	struct vhost_serial *vs = container_of(vq->dev, struct vhost_serial,
+					       dev);
+
+	vhost_serial_handle_rx(vhost_serial_vq_port(vs, vq));
+}
+
+static void vhost_serial_in_poll_work(struct vhost_work *work)
+{
+	struct vhost_serial_port *port = container_of(work,
+						      struct vhost_serial_port,
+						      in_poll.work);
+
+	vhost_serial_handle_rx(port);
+}
+
+/* ---- guest to host ------------------------------------------------------- */
+
+/* Push buffered console output to the backend; true when it is all out. */
+static bool vhost_serial_cbuf_flush(struct vhost_serial_port *port)
+{
+	struct iov_iter iter;
+	struct kvec kv;
+	ssize_t ret;
+
+	if (!port->cbuf_len)
+		return true;
+	if (!port->out || READ_ONCE(port->out_hup))
+		return false;
+	kv.iov_base = port->cbuf;
+	kv.iov_len = port->cbuf_len;
+	iov_iter_kvec(&iter, ITER_SOURCE, &kv, 1, port->cbuf_len);
+	ret = vhost_serial_backend_write(port->out, &iter);
+	if (ret < 0) {
+		if (ret != -EAGAIN)
+			vhost_serial_hangup(port, false);
+		return false;
+	}
+	port->tx_bytes += ret;
+	port->cbuf_len -= ret;
+	memmove(port->cbuf, port->cbuf + ret, port->cbuf_len);
+	return !port->cbuf_len;
+}
+
+/*
+ * Console output must never stay in the ring: the guest may be spinning
+ * for it with interrupts off.  Keep what fits in the port's buffer, drop
+ * and count the rest.
+ */
+static void vhost_serial_cbuf_stash(struct vhost_serial_port *port,
+				    struct iov_iter *from)
+{
+	size_t room = VHOST_SERIAL_CONSOLE_BUF - port->cbuf_len;
+	size_t left = iov_iter_count(from);
+	size_t n = min(room, left);
+
+	if (n && copy_from_iter(port->cbuf + port->cbuf_len, n, from) == n)
+		port->cbuf_len += n;
+	else
+		n = 0;
+	if (left > n) {
+		port->tx_dropped += left - n;
+		pr_info_ratelimited("port %u: console output dropped, nothing reads it\n",
+				    port->id);
+	}
+}
+
+/*
+ * Write one chain of guest output.  Returns true when the chain is
+ * finished and may be completed; false when it must wait in the ring.
+ */
+static bool vhost_serial_tx_one(struct vhost_serial_port *port,
+				struct vhost_virtqueue *vq, unsigned int out,
+				bool console)
+{
+	size_t len = iov_length(vq->iov, out);
+	struct iov_iter iter;
+	ssize_t ret = -EAGAIN;
+	bool can_write;
+
+	port->tx_offset = min(port->tx_offset, len);
+	iov_iter_init(&iter, ITER_SOURCE, vq->iov, out, len);
+	iov_iter_advance(&iter, port->tx_offset);
+
+	can_write = port->out && !READ_ONCE(port->out_hup) &&
+		    vhost_serial_cbuf_flush(port);
+	if (can_write && iov_iter_count(&iter)) {
+		ret = vhost_serial_backend_write(port->out, &iter);
+		if (ret > 0) {
+			port->tx_offset += ret;
+			port->tx_bytes += ret;
+		} else if (ret < 0 && ret != -EAGAIN) {
+			vhost_serial_port_error(port);
+			vhost_serial_hangup(port, false);
+		}
+	}
+	if (port->tx_offset < len) {
+		if (!console) {
+			if (can_write && ret != -EPIPE)
+				vhost_poll_start(&port->out_poll, port->out);
+			return false;
+		}
+		vhost_serial_cbuf_stash(port, &iter);
+		if (port->out && !READ_ONCE(port->out_hup))
+			vhost_poll_start(&port->out_poll, port->out);
+	}
+	port->tx_offset = 0;
+	port->tx_bufs++;
+	return true;
+}
+
+static void vhost_serial_handle_tx(struct vhost_serial_port *port)
+{
+	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
+	struct vhost_dev *dev = &port->vs->dev;
+	unsigned int out, in;
+	int head, pkts = 0;
+	size_t total = 0;
+	bool added = false;
+	bool console;
+
+	mutex_lock(&vq->mutex);
+	if (!vhost_vq_get_backend(vq) || !READ_ONCE(port->present))
+		goto out_unlock;
+	/* Legacy single-port devices have a console on port 0. */
+	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
+	if (!console && (!port->out || READ_ONCE(port->out_hup)))
+		goto out_unlock;	/* kept in the ring until a backend comes */
+	if (console)
+		vhost_serial_cbuf_flush(port);
+
+	vhost_disable_notify(dev, vq);
+	do {
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 &out, &in, NULL, NULL);
+		if (unlikely(head < 0)) {
+			vhost_serial_port_error(port);
+			pr_warn_ratelimited("port %u tx: bad descriptor chain\n",
+					    port->id);
+			break;
+		}
+		if (head == vq->num) {
+			if (unlikely(vhost_enable_notify(dev, vq))) {
+				vhost_disable_notify(dev, vq);
+				continue;
+			}
+			break;
+		}
+		if (unlikely(in)) {
+			vq_err(vq, "port tx: device-writable descriptor\n");
+			pr_warn_ratelimited("port %u tx: device-writable descriptor\n",
+					    port->id);
+			vhost_serial_port_error(port);
+			vhost_add_used(vq, head, 0);
+			added = true;
+			continue;
+		}
+		total += iov_length(vq->iov, out);
+		if (!vhost_serial_tx_one(port, vq, out, console)) {
+			vhost_discard_vq_desc(vq, 1);
+			break;
+		}
+		vhost_add_used(vq, head, 0);
+		added = true;
+	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
+
+	if (added)
+		vhost_signal(dev, vq);
+out_unlock:
+	mutex_unlock(&vq->mutex);
+}
+
+static void vhost_serial_tx_kick(struct vhost_work *work)
+{
+	struct vhost_virtqueue *vq = container_of(work, struct vhost_virtqueue,
+						  poll.work);
+	struct vhost_serial *vs = container_of(vq->dev, struct vhost_serial,
+					       dev);
+
+	vhost_serial_handle_tx(vhost_serial_vq_port(vs, vq));
+}
+
+static void vhost_serial_out_poll_work(struct vhost_work *work)
+{
+	struct vhost_serial_port *port = container_of(work,
+						      struct vhost_serial_port,
+						      out_poll.work);
+
+	vhost_serial_handle_tx(port);
+}
+
+/* ---- control messages from the guest ------------------------------------ */
+
+static struct vhost_serial_port *
+vhost_serial_guest_port(struct vhost_serial *vs, u32 id, u16 event)
+{
+	if (id < vs->nr_ports && vs->ports[id].present &&
+	    vs->ports[id].announced)
+		return &vs->ports[id];
+	pr_warn_ratelimited("guest sent event %u for unknown port %u\n",
+			    event, id);
+	return NULL;
+}
+
+static void vhost_serial_port_ready(struct vhost_serial_port *port, u16 value)
+{
+	if (!value) {
+		vhost_serial_port_error(port);
+		pr_warn_ratelimited("guest failed to add port %u\n", port->id);
+		return;
+	}
+	if (port->guest_ready)
+		return;
+	port->guest_ready = true;
+	/* The order QEMU uses and Linux guests expect. */
+	if (port->console) {
+		vhost_serial_send(port->vs, port->id,
+				  VIRTIO_CONSOLE_CONSOLE_PORT, 1);
+		if (port->cols || port->rows)
+			vhost_serial_send_resize(port);
+	}
+	if (port->name_len)
+		vhost_serial_send_name(port);
+	if (port->host_open)
+		vhost_serial_send(port->vs, port->id, VIRTIO_CONSOLE_PORT_OPEN,
+				  1);
+	vhost_serial_port_notify(port);
+}
+
+static void vhost_serial_guest_msg(struct vhost_serial *vs,
+				   struct vhost_virtqueue *vq,
+				   const struct virtio_console_control *hdr)
+{
+	u32 id = vhost32_to_cpu(vq, hdr->id);
+	u16 event = vhost16_to_cpu(vq, hdr->event);
+	u16 value = vhost16_to_cpu(vq, hdr->value);
+	struct vhost_serial_port *port;
+	u32 i;
+
+	mutex_lock(&vs->port_lock);
+	switch (event) {
+	case VIRTIO_CONSOLE_DEVICE_READY:
+		if (!value) {
+			pr_warn_ratelimited("guest driver failed to initialise\n");
+			break;
+		}
+		vs->guest_ready = true;
+		for (i = 0; i < vs->nr_ports; i++)
+			vhost_serial_announce(&vs->ports[i]);
+		break;
+	case VIRTIO_CONSOLE_PORT_READY:
+		port = vhost_serial_guest_port(vs, id, event);
+		if (port)
+			vhost_serial_port_ready(port, value);
+		else
+			vq_err(vq, "PORT_READY for unknown port\n");
+		break;
+	case VIRTIO_CONSOLE_PORT_OPEN:
+		port = vhost_serial_guest_port(vs, id, event);
+		if (!port) {
+			vq_err(vq, "PORT_OPEN for unknown port\n");
+			break;
+		}
+		if (port->guest_open == !!value)
+			break;
+		WRITE_ONCE(port->guest_open, !!value);
+		vhost_serial_port_notify(port);
+		/* Data may be waiting in the backend. */
+		if (value)
+			vhost_poll_queue(&port->in_poll);
+		break;
+	default:
+		vq_err(vq, "unknown control event\n");
+		pr_warn_ratelimited("guest sent unknown control event %u\n",
+				    event);
+		break;
+	}
+	mutex_unlock(&vs->port_lock);
+}
+
+static void vhost_serial_handle_ctrl_tx(struct vhost_work *work)
+{
+	struct vhost_virtqueue *vq = container_of(work, struct vhost_virtqueue,
+						  poll.work);
+	struct vhost_serial *vs = container_of(vq->dev, struct vhost_serial,
+					       dev);
+	struct virtio_console_control hdr;
+	struct iov_iter iter;
+	unsigned int out, in;
+	int head, pkts = 0;
+	size_t total = 0;
+	bool added = false;
+	size_t len;
+
+	mutex_lock(&vq->mutex);
+	if (!vhost_vq_get_backend(vq))
+		goto out_unlock;
+
+	vhost_disable_notify(&vs->dev, vq);
+	do {
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 &out, &in, NULL, NULL);
+		if (unlikely(head < 0)) {
+			pr_warn_ratelimited("control tx: bad descriptor chain\n");
+			break;
+		}
+		if (head == vq->num) {
+			if (unlikely(vhost_enable_notify(&vs->dev, vq))) {
+				vhost_disable_notify(&vs->dev, vq);
+				continue;
+			}
+			break;
+		}
+		len = iov_length(vq->iov, out);
+		iov_iter_init(&iter, ITER_SOURCE, vq->iov, out, len);
+		if (unlikely(in || len < sizeof(hdr))) {
+			vq_err(vq, "control tx: malformed message\n");
+			pr_warn_ratelimited("control tx: malformed message (%zu bytes)\n",
+					    len);
+		} else if (copy_from_iter(&hdr, sizeof(hdr), &iter) != sizeof(hdr)) {
+			vq_err(vq, "control tx: unreadable message\n");
+			pr_warn_ratelimited("control tx: unreadable message\n");
+		} else {
+			vhost_serial_guest_msg(vs, vq, &hdr);
+		}
+		/* Always completed: guests may wait for it with IRQs off. */
+		vhost_add_used(vq, head, 0);
+		added = true;
+		total += len;
+	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
+
+	if (added)
+		vhost_signal(&vs->dev, vq);
+out_unlock:
+	mutex_unlock(&vq->mutex);
+}
+
+/* ---- ioctls --------------------------------------------------------------- */
+
+static struct vhost_serial_port *vhost_serial_lookup(struct vhost_serial *vs,
+						     u32 id)
+{
+	if (id >= vs->nr_ports)
+		return NULL;
+	return &vs->ports[id];
+}
+
+static void vhost_serial_kick_port(struct vhost_serial_port *port)
+{
+	vhost_poll_queue(&vhost_serial_port_rx_vq(port)->poll);
+	vhost_poll_queue(&vhost_serial_port_tx_vq(port)->poll);
+}
+
+static void vhost_serial_init_port(struct vhost_serial *vs, u32 id)
+{
+	struct vhost_serial_port *port = &vs->ports[id];
+
+	port->vs = vs;
+	port->id = id;
+	atomic64_set(&port->errors, 0);
+	vhost_serial_poll_init(&port->in_poll, vhost_serial_in_poll_work,
+			       EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR,
+			       vhost_serial_port_rx_vq(port));
+	vhost_serial_poll_init(&port->out_poll, vhost_serial_out_poll_work,
+			       EPOLLOUT | EPOLLHUP | EPOLLERR,
+			       vhost_serial_port_tx_vq(port));
+}
+
+static long vhost_serial_set_num_ports(struct vhost_serial *vs, u32 nr)
+{
+	struct vhost_virtqueue *vqs, **vq_ptrs;
+	struct vhost_serial_port *ports;
+	u32 nvqs = 2 * nr + 2;
+	long ret = 0;
+	u32 i;
+
+	if (nr < 1 || nr > VHOST_SERIAL_MAX_PORTS)
+		return -EINVAL;
+
+	mutex_lock(&vs->init_lock);
+	if (vs->inited) {
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+	ret = -ENOMEM;
+	vqs = kvcalloc(nvqs, sizeof(*vqs), GFP_KERNEL_ACCOUNT);
+	if (!vqs)
+		goto out_unlock;
+	vq_ptrs = kvcalloc(nvqs, sizeof(*vq_ptrs), GFP_KERNEL_ACCOUNT);
+	if (!vq_ptrs)
+		goto err_free_vqs;
+	ports = kvcalloc(nr, sizeof(*ports), GFP_KERNEL_ACCOUNT);
+	if (!ports)
+		goto err_free_vq_ptrs;
+
+	for (i = 0; i < nvqs; i++) {
+		vq_ptrs[i] = &vqs[i];
+		if (i == VHOST_SERIAL_VQ_CTRL_RX)
+			vqs[i].handle_kick = vhost_serial_ctrl_rx_kick;
+		else if (i == VHOST_SERIAL_VQ_CTRL_TX)
+			vqs[i].handle_kick = vhost_serial_handle_ctrl_tx;
+		else if (i % 2 == 0)
+			vqs[i].handle_kick = vhost_serial_rx_kick;
+		else
+			vqs[i].handle_kick = vhost_serial_tx_kick;
+	}
+	vhost_dev_init(&vs->dev, vq_ptrs, nvqs, UIO_MAXIOV,
+		       VHOST_SERIAL_PKT_WEIGHT, VHOST_SERIAL_WEIGHT, true, NULL);
+
+	vs->vqs = vqs;
+	vs->vq_ptrs = vq_ptrs;
+	vs->ports = ports;
+	vs->nr_ports = nr;
+	vs->ctrl_max = VHOST_SERIAL_CTRL_BASE + VHOST_SERIAL_CTRL_PER_PORT * nr;
+	for (i = 0; i < nr; i++)
+		vhost_serial_init_port(vs, i);
+	/* Pairs with the acquire in vhost_serial_ready(). */
+	smp_store_release(&vs->inited, true);
+	ret = 0;
+	goto out_unlock;
+
+err_free_vq_ptrs:
+	kvfree(vq_ptrs);
+err_free_vqs:
+	kvfree(vqs);
+out_unlock:
+	mutex_unlock(&vs->init_lock);
+	return ret;
+}
+
+static bool vhost_serial_ready(struct vhost_serial *vs)
+{
+	return smp_load_acquire(&vs->inited);
+}
+
+static int vhost_serial_check_name(const struct vhost_serial_port_config *cfg,
+				   size_t *len)
+{
+	*len = strnlen(cfg->name, sizeof(cfg->name));
+	if (*len > VHOST_SERIAL_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (memchr(cfg->name, '/', *len))
+		return -EINVAL;
+	return 0;
+}
+
+static long vhost_serial_add_port(struct vhost_serial *vs,
+				  const struct vhost_serial_port_config *cfg)
+{
+	bool console = cfg->flags & VHOST_SERIAL_PORT_F_CONSOLE;
+	struct vhost_serial_port *port;
+	struct vhost_virtqueue *tx;
+	u8 *cbuf = NULL;
+	size_t name_len;
+	long ret;
+
+	if (cfg->flags & ~VHOST_SERIAL_PORT_F_ALL)
+		return -EINVAL;
+	ret = vhost_serial_check_name(cfg, &name_len);
+	if (ret)
+		return ret;
+	port = vhost_serial_lookup(vs, cfg->id);
+	if (!port)
+		return -EINVAL;
+	if (console) {
+		cbuf = kmalloc(VHOST_SERIAL_CONSOLE_BUF, GFP_KERNEL_ACCOUNT);
+		if (!cbuf)
+			return -ENOMEM;
+	}
+
+	tx = vhost_serial_port_tx_vq(port);
+	mutex_lock(&vs->dev.mutex);
+	mutex_lock(&tx->mutex);
+	mutex_lock(&vs->port_lock);
+	if (port->present) {
+		ret = -EEXIST;
+		goto out_unlock;
+	}
+	swap(port->cbuf, cbuf);
+	port->cbuf_len = 0;
+	port->tx_offset = 0;
+	port->console = console;
+	port->name_len = name_len;
+	memcpy(port->name, cfg->name, name_len);
+	port->name[name_len] = '\0';
+	port->cols = 0;
+	port->rows = 0;
+	port->guest_ready = false;
+	WRITE_ONCE(port->guest_open, false);
+	WRITE_ONCE(port->present, true);
+	vhost_serial_announce(port);
+	ret = 0;
+out_unlock:
+	mutex_unlock(&vs->port_lock);
+	mutex_unlock(&tx->mutex);
+	mutex_unlock(&vs->dev.mutex);
+	kfree(cbuf);
+	return ret;
+}
+
+/* Swap a port's backend files; caller holds dev.mutex and both vq mutexes. */
+static void vhost_serial_swap_backend(struct vhost_serial_port *port,
+				      struct file **in, struct file **out)
+{
+	vhost_poll_stop(&port->in_poll);
+	vhost_poll_stop(&port->out_poll);
+	swap(port->in, *in);
+	swap(port->out, *out);
+	WRITE_ONCE(port->in_hup, false);
+	WRITE_ONCE(port->out_hup, false);
+	if (port->in && port->vs->running)
+		vhost_poll_start(&port->in_poll, port->in);
+}
+
+static void vhost_serial_lock_port_vqs(struct vhost_serial_port *port)
+{
+	mutex_lock(&vhost_serial_port_rx_vq(port)->mutex);
+	mutex_lock_nested(&vhost_serial_port_tx_vq(port)->mutex, 1);
+}
+
+static void vhost_serial_unlock_port_vqs(struct vhost_serial_port *port)
+{
+	mutex_unlock(&vhost_serial_port_tx_vq(port)->mutex);
+	mutex_unlock(&vhost_serial_port_rx_vq(port)->mutex);
+}
+
+/* Caller holds dev.mutex. */
+static void vhost_serial_detach(struct vhost_serial_port *port)
+{
+	struct file *in = NULL, *out = NULL;
+
+	vhost_serial_lock_port_vqs(port);
+	vhost_serial_swap_backend(port, &in, &out);
+	vhost_serial_unlock_port_vqs(port);
+
+	mutex_lock(&port->vs->port_lock);
+	vhost_serial_set_host_open(port, false);
+	mutex_unlock(&port->vs->port_lock);
+	if (in)
+		fput(in);
+	if (out)
+		fput(out);
+}
+
+static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
+{
+	struct vhost_serial_port *port = vhost_serial_lookup(vs, id);
+	struct eventfd_ctx *event;
+	long ret = 0;
+
+	if (!port)
+		return -EINVAL;
+	mutex_lock(&vs->dev.mutex);
+	if (!READ_ONCE(port->present)) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	vhost_serial_detach(port);
+
+	vhost_serial_lock_port_vqs(port);
+	mutex_lock(&vs->port_lock);
+	WRITE_ONCE(port->present, false);
+	if (port->announced)
+		vhost_serial_send(vs, id, VIRTIO_CONSOLE_PORT_REMOVE, 1);
+	port->announced = false;
+	port->guest_ready = false;
+	WRITE_ONCE(port->guest_open, false);
+	event = port->event;
+	port->event = NULL;
+	port->cbuf_len = 0;
+	port->tx_offset = 0;
+	mutex_unlock(&vs->port_lock);
+	vhost_serial_unlock_port_vqs(port);
+	if (event)
+		eventfd_ctx_put(event);
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
+}
+
+static struct file *vhost_serial_get_file(int fd, fmode_t mode)
+{
+	struct file *file;
+
+	if (fd == -1)
+		return NULL;
+	file = fget(fd);
+	if (!file)
+		return ERR_PTR(-EBADF);
+	if (!(file->f_mode & mode) || !vhost_serial_file_ok(file)) {
+		fput(file);
+		return ERR_PTR(-EINVAL);
+	}
+	return file;
+}
+
+static long vhost_serial_set_backend(struct vhost_serial *vs,
+				     const struct vhost_serial_backend *b)
+{
+	struct vhost_serial_port *port = vhost_serial_lookup(vs, b->id);
+	struct file *in, *out;
+	long ret = 0;
+
+	if (!port || b->flags || b->in_fd < -1 || b->out_fd < -1)
+		return -EINVAL;
+	in = vhost_serial_get_file(b->in_fd, FMODE_READ);
+	if (IS_ERR(in))
+		return PTR_ERR(in);
+	out = vhost_serial_get_file(b->out_fd, FMODE_WRITE);
+	if (IS_ERR(out)) {
+		ret = PTR_ERR(out);
+		goto out_put_in;
+	}
+
+	mutex_lock(&vs->dev.mutex);
+	if (!READ_ONCE(port->present)) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	vhost_serial_lock_port_vqs(port);
+	vhost_serial_swap_backend(port, &in, &out);
+	vhost_serial_unlock_port_vqs(port);
+
+	mutex_lock(&vs->port_lock);
+	vhost_serial_set_host_open(port, port->in || port->out);
+	mutex_unlock(&vs->port_lock);
+	/* Guest output waiting in the ring, or input waiting in the backend. */
+	vhost_serial_kick_port(port);
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	if (out)
+		fput(out);
+out_put_in:
+	if (in)
+		fput(in);
+	return ret;
+}
+
+static long vhost_serial_set_port_event(struct vhost_serial *vs,
+					const struct vhost_serial_port_event *e)
+{
+	struct vhost_serial_port *port = vhost_serial_lookup(vs, e->id);
+	struct eventfd_ctx *ctx = NULL;
+	long ret = 0;
+
+	if (!port || e->fd < -1)
+		return -EINVAL;
+	if (e->fd != -1) {
+		ctx = eventfd_ctx_fdget(e->fd);
+		if (IS_ERR(ctx))
+			return PTR_ERR(ctx);
+	}
+	mutex_lock(&vs->port_lock);
+	if (!port->present) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	swap(port->event, ctx);
+out_unlock:
+	mutex_unlock(&vs->port_lock);
+	if (ctx)
+		eventfd_ctx_put(ctx);
+	return ret;
+}
+
+static long vhost_serial_get_port_state(struct vhost_serial *vs,
+					struct vhost_serial_port_state *st)
+{
+	struct vhost_serial_port *port = vhost_serial_lookup(vs, st->id);
+	u32 state = 0;
+
+	if (!port)
+		return -EINVAL;
+	mutex_lock(&vs->port_lock);
+	if (port->present)
+		state |= VHOST_SERIAL_STATE_PRESENT;
+	if (port->console)
+		state |= VHOST_SERIAL_STATE_CONSOLE;
+	if (port->announced)
+		state |= VHOST_SERIAL_STATE_ANNOUNCED;
+	if (port->guest_ready)
+		state |= VHOST_SERIAL_STATE_GUEST_READY;
+	if (port->guest_open)
+		state |= VHOST_SERIAL_STATE_GUEST_OPEN;
+	if (port->host_open)
+		state |= VHOST_SERIAL_STATE_HOST_OPEN;
+	if (READ_ONCE(port->in_hup) || READ_ONCE(port->out_hup))
+		state |= VHOST_SERIAL_STATE_HUP;
+	st->events = port->events;
+	mutex_unlock(&vs->port_lock);
+
+	st->state = state;
+	st->rx_bytes = READ_ONCE(port->rx_bytes);
+	st->rx_bufs = READ_ONCE(port->rx_bufs);
+	st->tx_bytes = READ_ONCE(port->tx_bytes);
+	st->tx_bufs = READ_ONCE(port->tx_bufs);
+	st->tx_dropped = READ_ONCE(port->tx_dropped);
+	st->errors = atomic64_read(&port->errors);
+	return 0;
+}
+
+static long vhost_serial_resize(struct vhost_serial *vs,
+				const struct vhost_serial_resize *r)
+{
+	struct vhost_serial_port *port = vhost_serial_lookup(vs, r->id);
+	long ret = 0;
+
+	if (!port)
+		return -EINVAL;
+	mutex_lock(&vs->port_lock);
+	if (!port->present) {
+		ret = -ENOENT;
+		goto out_unlock;
+	}
+	if (!port->console) {
+		ret = -EINVAL;
+		goto out_unlock;
+	}
+	port->cols = r->cols;
+	port->rows = r->rows;
+	if (port->guest_ready)
+		ret = vhost_serial_send_resize(port);
+out_unlock:
+	mutex_unlock(&vs->port_lock);
+	return ret;
+}
+
+/* Set every configured queue's backend; caller holds dev.mutex. */
+static int vhost_serial_set_vq_backends(struct vhost_serial *vs, bool run)
+{
+	struct vhost_virtqueue *vq;
+	int ret = 0;
+	u32 i;
+
+	for (i = 0; i < vs->dev.nvqs; i++) {
+		vq = &vs->vqs[i];
+		mutex_lock(&vq->mutex);
+		if (!run) {
+			vhost_vq_set_backend(vq, NULL);
+		} else if (vq->desc) {
+			/* Queues the guest never set up stay stopped. */
+			if (!vhost_vq_access_ok(vq)) {
+				ret = -EFAULT;
+			} else {
+				vhost_vq_set_backend(vq, vs);
+				ret = vhost_vq_init_access(vq);
+				if (ret)
+					vhost_vq_set_backend(vq, NULL);
+			}
+		}
+		mutex_unlock(&vq->mutex);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static void vhost_serial_stop_polls(struct vhost_serial *vs)
+{
+	struct vhost_serial_port *port;
+	u32 i;
+
+	for (i = 0; i < vs->nr_ports; i++) {
+		port = &vs->ports[i];
+		vhost_serial_lock_port_vqs(port);
+		vhost_poll_stop(&port->in_poll);
+		vhost_poll_stop(&port->out_poll);
+		vhost_serial_unlock_port_vqs(port);
+	}
+}
+
+static long vhost_serial_stop(struct vhost_serial *vs)
+{
+	long ret;
+
+	mutex_lock(&vs->dev.mutex);
+	ret = vhost_dev_check_owner(&vs->dev);
+	if (ret)
+		goto out_unlock;
+	vs->running = false;
+	vhost_serial_set_vq_backends(vs, false);
+	vhost_serial_stop_polls(vs);
+	vhost_dev_flush(&vs->dev);
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
+}
+
+static long vhost_serial_start(struct vhost_serial *vs)
+{
+	struct vhost_serial_port *port;
+	long ret;
+	u32 i;
+
+	mutex_lock(&vs->dev.mutex);
+	ret = vhost_dev_check_owner(&vs->dev);
+	if (ret)
+		goto out_unlock;
+	if (vs->running)
+		goto out_unlock;
+	ret = vhost_serial_set_vq_backends(vs, true);
+	if (ret) {
+		vhost_serial_set_vq_backends(vs, false);
+		goto out_unlock;
+	}
+	vs->running = true;
+	for (i = 0; i < vs->nr_ports; i++) {
+		port = &vs->ports[i];
+		vhost_serial_lock_port_vqs(port);
+		if (port->in)
+			vhost_poll_start(&port->in_poll, port->in);
+		vhost_serial_unlock_port_vqs(port);
+		vhost_serial_kick_port(port);
+	}
+	/* Buffers may have been posted before we were started. */
+	vhost_poll_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_TX].poll);
+	vhost_serial_work_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_RX],
+				&vs->ctrl_work);
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
+}
+
+static long vhost_serial_set_features(struct vhost_serial *vs, u64 features)
+{
+	struct vhost_virtqueue *vq;
+	long ret = 0;
+	u32 i;
+
+	if (features & ~VHOST_SERIAL_FEATURES)
+		return -EOPNOTSUPP;
+
+	mutex_lock(&vs->dev.mutex);
+	if ((features & (1ULL << VHOST_F_LOG_ALL)) &&
+	    !vhost_log_access_ok(&vs->dev)) {
+		ret = -EFAULT;
+		goto out_unlock;
+	}
+	for (i = 0; i < vs->dev.nvqs; i++) {
+		vq = &vs->vqs[i];
+		mutex_lock(&vq->mutex);
+		vq->acked_features = features;
+		mutex_unlock(&vq->mutex);
+	}
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
+}
+
+static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
+				       unsigned int ioctl, void __user *argp)
+{
+	long ret;
+
+	mutex_lock(&vs->dev.mutex);
+	if (vhost_serial_is_worker_ioctl(ioctl)) {
+		ret = vhost_serial_worker_ioctl(&vs->dev, ioctl, argp);
+	} else {
+		ret = vhost_dev_ioctl(&vs->dev, ioctl, argp);
+		if (ret == -ENOIOCTLCMD)
+			ret = vhost_vring_ioctl(&vs->dev, ioctl, argp);
+		else
+			vhost_dev_flush(&vs->dev);
+	}
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
+}
+
+static long vhost_serial_dev_ioctl(struct file *f, unsigned int ioctl,
+				   unsigned long arg)
+{
+	struct vhost_serial *vs = f->private_data;
+	void __user *argp = (void __user *)arg;
+	struct vhost_serial_port_config cfg;
+	struct vhost_serial_port_event event;
+	struct vhost_serial_port_state state;
+	struct vhost_serial_backend backend;
+	struct vhost_serial_resize size;
+	u64 features;
+	long ret;
+	u32 val;
+	int run;
+
+	switch (ioctl) {
+	case VHOST_GET_FEATURES:
+		features = VHOST_SERIAL_FEATURES;
+		if (copy_to_user(argp, &features, sizeof(features)))
+			return -EFAULT;
+		return 0;
+	case VHOST_SERIAL_SET_NUM_PORTS:
+		if (copy_from_user(&val, argp, sizeof(val)))
+			return -EFAULT;
+		return vhost_serial_set_num_ports(vs, val);
+	}
+
+	if (!vhost_serial_ready(vs))
+		return -EBADFD;
+
+	switch (ioctl) {
+	case VHOST_SET_FEATURES:
+		if (copy_from_user(&features, argp, sizeof(features)))
+			return -EFAULT;
+		return vhost_serial_set_features(vs, features);
+	case VHOST_SERIAL_ADD_PORT:
+		if (copy_from_user(&cfg, argp, sizeof(cfg)))
+			return -EFAULT;
+		return vhost_serial_add_port(vs, &cfg);
+	case VHOST_SERIAL_DEL_PORT:
+		if (copy_from_user(&val, argp, sizeof(val)))
+			return -EFAULT;
+		return vhost_serial_del_port(vs, val);
+	case VHOST_SERIAL_SET_BACKEND:
+		if (copy_from_user(&backend, argp, sizeof(backend)))
+			return -EFAULT;
+		return vhost_serial_set_backend(vs, &backend);
+	case VHOST_SERIAL_SET_PORT_EVENT:
+		if (copy_from_user(&event, argp, sizeof(event)))
+			return -EFAULT;
+		return vhost_serial_set_port_event(vs, &event);
+	case VHOST_SERIAL_GET_PORT_STATE:
+		if (copy_from_user(&state, argp, sizeof(state)))
+			return -EFAULT;
+		ret = vhost_serial_get_port_state(vs, &state);
+		if (!ret && copy_to_user(argp, &state, sizeof(state)))
+			return -EFAULT;
+		return ret;
+	case VHOST_SERIAL_RESIZE:
+		if (copy_from_user(&size, argp, sizeof(size)))
+			return -EFAULT;
+		return vhost_serial_resize(vs, &size);
+	case VHOST_SERIAL_SET_RUNNING:
+		if (copy_from_user(&run, argp, sizeof(run)))
+			return -EFAULT;
+		return run ? vhost_serial_start(vs) : vhost_serial_stop(vs);
+	default:
+		return vhost_serial_generic_ioctl(vs, ioctl, argp);
+	}
+}
+
+/* ---- open and release ----------------------------------------------------- */
+
+static int vhost_serial_dev_open(struct inode *inode, struct file *f)
+{
+	struct vhost_serial *vs;
+
+	vs = kvzalloc(sizeof(*vs), GFP_KERNEL_ACCOUNT);
+	if (!vs)
+		return -ENOMEM;
+	mutex_init(&vs->init_lock);
+	mutex_init(&vs->port_lock);
+	spin_lock_init(&vs->ctrl_lock);
+	INIT_LIST_HEAD(&vs->ctrl_pending);
+	vhost_work_init(&vs->ctrl_work, vhost_serial_ctrl_work);
+	f->private_data = vs;
+	return 0;
+}
+
+static void vhost_serial_release_ports(struct vhost_serial *vs)
+{
+	struct vhost_serial_port *port;
+	u32 i;
+
+	for (i = 0; i < vs->nr_ports; i++) {
+		port = &vs->ports[i];
+		if (port->in)
+			fput(port->in);
+		if (port->out)
+			fput(port->out);
+		if (port->event)
+			eventfd_ctx_put(port->event);
+		kfree(port->cbuf);
+	}
+}
+
+static int vhost_serial_dev_release(struct inode *inode, struct file *f)
+{
+	struct vhost_serial *vs = f->private_data;
+
+	if (vhost_serial_ready(vs)) {
+		mutex_lock(&vs->dev.mutex);
+		vs->running = false;
+		vhost_serial_set_vq_backends(vs, false);
+		vhost_serial_stop_polls(vs);
+		mutex_unlock(&vs->dev.mutex);
+		vhost_dev_flush(&vs->dev);
+		vhost_dev_stop(&vs->dev);
+		vhost_serial_ctrl_flush_pending(vs);
+		vhost_serial_release_ports(vs);
+		vhost_dev_cleanup(&vs->dev);
+		kvfree(vs->ports);
+		kvfree(vs->vq_ptrs);
+		kvfree(vs->vqs);
+	}
+	kvfree(vs);
+	return 0;
+}
+
+static const struct file_operations vhost_serial_fops = {
+	.owner		= THIS_MODULE,
+	.open		= vhost_serial_dev_open,
+	.release	= vhost_serial_dev_release,
+	.llseek		= noop_llseek,
+	.unlocked_ioctl	= vhost_serial_dev_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+};
+
+static struct miscdevice vhost_serial_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "vhost-serial",
+	.fops = &vhost_serial_fops,
+};
+module_misc_device(vhost_serial_misc);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("vhost virtio-console (virtio-serial) device");
+MODULE_ALIAS("devname:vhost-serial");

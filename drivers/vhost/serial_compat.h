@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * vhost-serial: the differences of the vhost core between the kernels the
+ * module builds against (6.1 and 6.12), in one place.
+ *
+ * 6.5 gave each virtqueue its own worker (work is queued on a queue, polls
+ * know their queue) and added the worker ioctls; 6.8 dropped the count
+ * argument of eventfd_signal().
+ */
+#ifndef _VHOST_SERIAL_COMPAT_H
+#define _VHOST_SERIAL_COMPAT_H
+
+#include <linux/eventfd.h>
+#include <linux/version.h>
+
+#include "vhost.h"
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+
+static inline void vhost_serial_poll_init(struct vhost_poll *poll,
+					  vhost_work_fn_t fn, __poll_t mask,
+					  struct vhost_virtqueue *vq)
+{
+	vhost_poll_init(poll, fn, mask, vq->dev, vq);
+}
+
+static inline void vhost_serial_work_queue(struct vhost_virtqueue *vq,
+					   struct vhost_work *work)
+{
+	vhost_vq_work_queue(vq, work);
+}
+
+static inline bool vhost_serial_is_worker_ioctl(unsigned int ioctl)
+{
+	switch (ioctl) {
+	case VHOST_NEW_WORKER:
+	case VHOST_FREE_WORKER:
+	case VHOST_ATTACH_VRING_WORKER:
+	case VHOST_GET_VRING_WORKER:
+		return true;
+	}
+	return false;
+}
+
+static inline long vhost_serial_worker_ioctl(struct vhost_dev *dev,
+					     unsigned int ioctl,
+					     void __user *argp)
+{
+	return vhost_worker_ioctl(dev, ioctl, argp);
+}
+
+#else /* one worker per device */
+
+static inline void vhost_serial_poll_init(struct vhost_poll *poll,
+					  vhost_work_fn_t fn, __poll_t mask,
+					  struct vhost_virtqueue *vq)
+{
+	vhost_poll_init(poll, fn, mask, vq->dev);
+}
+
+static inline void vhost_serial_work_queue(struct vhost_virtqueue *vq,
+					   struct vhost_work *work)
+{
+	vhost_work_queue(vq->dev, work);
+}
+
+static inline bool vhost_serial_is_worker_ioctl(unsigned int ioctl)
+{
+	return false;
+}
+
+static inline long vhost_serial_worker_ioctl(struct vhost_dev *dev,
+					     unsigned int ioctl,
+					     void __user *argp)
+{
+	return -ENOIOCTLCMD;
+}
+
+#endif
+
+static inline void vhost_serial_eventfd_signal(struct eventfd_ctx *ctx)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	eventfd_signal(ctx);
+#else
+	eventfd_signal(ctx, 1);
+#endif
+}
+
+#endif /* _VHOST_SERIAL_COMPAT_H */

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+#ifndef _UAPI_LINUX_VHOST_SERIAL_H
+#define _UAPI_LINUX_VHOST_SERIAL_H
+/*
+ * vhost-serial: the virtio-console (virtio-serial) device in the host kernel.
+ *
+ * Each open of /dev/vhost-serial is one multiport virtio-console device.  On
+ * top of the generic vhost ioctls of <linux/vhost.h> (owner, features, memory
+ * table, vrings, dirty log, workers) the device understands the ioctls below.
+ *
+ * Queue layout (virtio spec, "Console Device"): port 0 receiveq/transmitq are
+ * queues 0/1, the control receiveq/transmitq are 2/3, and port N >= 1 uses
+ * queues 2N + 2 and 2N + 3.  "rx" and "tx" name directions as the guest sees
+ * them: rx carries host data into the guest, tx carries guest output.
+ *
+ * Order of set-up:
+ *   1. VHOST_SERIAL_SET_NUM_PORTS (first; sizes the device and its queues)
+ *   2. VHOST_SET_OWNER, VHOST_SET_FEATURES, VHOST_SET_MEM_TABLE, VHOST_SET_VRING_*
+ *   3. VHOST_SERIAL_ADD_PORT, VHOST_SERIAL_SET_BACKEND, VHOST_SERIAL_SET_PORT_EVENT
+ *      (these may also come at any later time: port hot-plug)
+ *   4. VHOST_SERIAL_SET_RUNNING 1
+ * Any vhost ioctl issued before step 1 fails with EBADFD.
+ *
+ * The module speaks the whole control protocol with the guest (DEVICE_READY,
+ * PORT_ADD, PORT_REMOVE, PORT_READY, CONSOLE_PORT, RESIZE, PORT_OPEN,
+ * PORT_NAME); userspace only describes ports and attaches their backends.
+ */
+
+#include <linux/types.h>
+#include <linux/vhost.h>
+
+/* Highest number of ports: 2 * ports + 2 queues must fit in 1024. */
+#define VHOST_SERIAL_MAX_PORTS		511
+
+/* Longest port name, without the terminating NUL. */
+#define VHOST_SERIAL_NAME_MAX		127
+
+/*
+ * VHOST_SERIAL_SET_NUM_PORTS: number of ports of the device, 1 to
+ * VHOST_SERIAL_MAX_PORTS (the config space's max_nr_ports).  Must be the first
+ * ioctl on a new file and may be issued once; EBUSY afterwards.  Memory for
+ * queues and ports is allocated here and scales with the number.
+ */
+#define VHOST_SERIAL_SET_NUM_PORTS	_IOW(VHOST_VIRTIO, 0xC0, __u32)
+
+/* struct vhost_serial_port_config.flags */
+#define VHOST_SERIAL_PORT_F_CONSOLE	(1U << 0)	/* hvc console port */
+#define VHOST_SERIAL_PORT_F_ALL		VHOST_SERIAL_PORT_F_CONSOLE
+
+/**
+ * struct vhost_serial_port_config - a port to add
+ * @id: port number, below the number of ports; not already added
+ * @flags: VHOST_SERIAL_PORT_F_*; other bits must be zero
+ * @name: port name, NUL-terminated, at most VHOST_SERIAL_NAME_MAX characters;
+ *	an empty name sends no PORT_NAME; a name may not contain '/'
+ */
+struct vhost_serial_port_config {
+	__u32 id;
+	__u32 flags;
+	char name[VHOST_SERIAL_NAME_MAX + 1];
+};
+
+/*
+ * VHOST_SERIAL_ADD_PORT: add a port.  Allowed at any time after
+ * VHOST_SERIAL_SET_NUM_PORTS; a running guest that has sent DEVICE_READY is
+ * sent PORT_ADD at once (hot-plug).  EEXIST if the port exists, EINVAL for a
+ * bad id, flag or name.
+ */
+#define VHOST_SERIAL_ADD_PORT	_IOW(VHOST_VIRTIO, 0xC1, struct vhost_serial_port_config)
+
+/*
+ * VHOST_SERIAL_DEL_PORT: remove a port (argument: its id).  Its backend and
+ * event eventfd are released and the guest is sent PORT_REMOVE (hot-unplug).
+ * Guest output still in the port's transmit queue stays there.  ENOENT if
+ * the port does not exist.
+ */
+#define VHOST_SERIAL_DEL_PORT	_IOW(VHOST_VIRTIO, 0xC2, __u32)
+
+/**
+ * struct vhost_serial_backend - attach or detach a port's host side
+ * @id: port number
+ * @in_fd: descriptor the module reads host-to-guest data from, or -1
+ * @out_fd: descriptor the module writes guest output to, or -1
+ * @flags: must be zero
+ *
+ * A socket serves both directions when given as both @in_fd and @out_fd; a
+ * pipe pair is given as its two ends; a tty, FIFO or regular file works too.
+ * Descriptors other than sockets and regular files must be in O_NONBLOCK
+ * mode (EINVAL otherwise): the worker never sleeps on a backend, it polls.
+ * A regular file given as @in_fd is read from its current position; as
+ * @out_fd it is written at its current position.
+ *
+ * Attaching means "host connected": the guest is sent PORT_OPEN 1.  Both fds
+ * -1 detaches: "host disconnected", PORT_OPEN 0.  The module holds its own
+ * references; the caller may close its descriptors afterwards.  Data is never
+ * lost across detach and re-attach: guest output stays in the ring, and a
+ * partly written buffer resumes where it stopped.
+ *
+ * When a backend hangs up (EOF on @in_fd, EPIPE, POLLHUP or POLLERR) the module
+ * first delivers what could still be read, then marks the host disconnected,
+ * tells the guest and signals the port's eventfd; the backend stays attached
+ * (state VHOST_SERIAL_STATE_HUP) until userspace detaches or replaces it.
+ */
+struct vhost_serial_backend {
+	__u32 id;
+	__s32 in_fd;
+	__s32 out_fd;
+	__u32 flags;
+};
+
+#define VHOST_SERIAL_SET_BACKEND _IOW(VHOST_VIRTIO, 0xC3, struct vhost_serial_backend)
+
+/**
+ * struct vhost_serial_port_event - a port's state change notifier
+ * @id: port number
+ * @fd: eventfd signalled whenever the port's state changes (guest ready,
+ *	guest opened or closed the port, backend hung up), or -1 to remove it
+ */
+struct vhost_serial_port_event {
+	__u32 id;
+	__s32 fd;
+};
+
+#define VHOST_SERIAL_SET_PORT_EVENT _IOW(VHOST_VIRTIO, 0xC4, struct vhost_serial_port_event)
+
+/* struct vhost_serial_port_state.state */
+#define VHOST_SERIAL_STATE_PRESENT	(1U << 0)	/* port added */
+#define VHOST_SERIAL_STATE_CONSOLE	(1U << 1)	/* console port */
+#define VHOST_SERIAL_STATE_ANNOUNCED	(1U << 2)	/* PORT_ADD sent */
+#define VHOST_SERIAL_STATE_GUEST_READY	(1U << 3)	/* guest sent PORT_READY 1 */
+#define VHOST_SERIAL_STATE_GUEST_OPEN	(1U << 4)	/* guest has the port open */
+#define VHOST_SERIAL_STATE_HOST_OPEN	(1U << 5)	/* backend attached, not hung up */
+#define VHOST_SERIAL_STATE_HUP		(1U << 6)	/* backend hung up */
+
+/**
+ * struct vhost_serial_port_state - a port's state and counters
+ * @id: port number (in)
+ * @state: VHOST_SERIAL_STATE_* (out)
+ * @events: number of state changes signalled so far (out)
+ * @rx_bytes: bytes delivered to the guest
+ * @rx_bufs: guest receive buffers completed
+ * @tx_bytes: bytes of guest output written to the backend
+ * @tx_bufs: guest transmit buffers completed
+ * @tx_dropped: console output dropped because nothing could take it
+ * @errors: backend I/O errors and malformed guest requests seen on this port
+ */
+struct vhost_serial_port_state {
+	__u32 id;
+	__u32 state;
+	__u64 events;
+	__u64 rx_bytes;
+	__u64 rx_bufs;
+	__u64 tx_bytes;
+	__u64 tx_bufs;
+	__u64 tx_dropped;
+	__u64 errors;
+};
+
+#define VHOST_SERIAL_GET_PORT_STATE _IOWR(VHOST_VIRTIO, 0xC5, struct vhost_serial_port_state)
+
+/**
+ * struct vhost_serial_resize - console size to send to the guest
+ * @id: port number of a console port
+ * @cols: columns
+ * @rows: rows
+ *
+ * Sent as a RESIZE control message in the virtio spec's layout (cols, then
+ * rows).  Linux guests before 6.15 read the two fields swapped.
+ */
+struct vhost_serial_resize {
+	__u32 id;
+	__u16 cols;
+	__u16 rows;
+};
+
+#define VHOST_SERIAL_RESIZE	_IOW(VHOST_VIRTIO, 0xC6, struct vhost_serial_resize)
+
+/*
+ * VHOST_SERIAL_SET_RUNNING: 1 starts the device (all queues whose rings are
+ * set up), 0 stops it.  Starting needs an owner and valid rings (EFAULT).
+ */
+#define VHOST_SERIAL_SET_RUNNING _IOW(VHOST_VIRTIO, 0xC7, int)
+
+#endif /* _UAPI_LINUX_VHOST_SERIAL_H */

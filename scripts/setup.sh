@@ -1,0 +1,146 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Install what building and testing vhost-serial needs, from Debian's archive
+# only, and unpack the two test kernels into a cache outside the checkout.
+#
+# The kernel versions are resolved from what apt offers (newest available):
+# Debian's 6.1 series through linux-image-amd64, and 6.12 through
+# linux-image-6.12-amd64.  Image, headers and source must carry the same
+# package version, otherwise we stop: a module built against one and loaded
+# into another would only fail later and less clearly.
+#
+# Output: $VSERIAL_CACHE/kernels/<series>/{env,vmlinuz,modules/,src/}
+set -euo pipefail
+
+readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
+readonly SERIES=${*:-6.12 6.1}
+readonly BASE_PKGS="build-essential bc busybox-static cpio kmod sparse perl
+	qemu-system-x86 xz-utils ca-certificates coreutils"
+# Files of the kernel source tree that the out-of-tree build, checkpatch and
+# the kselftests use; nothing else of the tarball is unpacked.
+readonly SRC_FILES="drivers/vhost scripts/checkpatch.pl scripts/spelling.txt
+	scripts/const_structs.checkpatch tools/testing/selftests/kselftest_harness.h
+	tools/testing/selftests/kselftest.h tools/testing/selftests/lib.mk
+	tools/virtio drivers/char/virtio_console.c"
+
+die() { echo "setup: $*" >&2; exit 1; }
+log() { echo "setup: $*" >&2; }
+
+apt_updated=0
+apt_update_once() {
+	[ "$apt_updated" = 1 ] && return
+	apt-get update -qq || die "apt-get update failed"
+	apt_updated=1
+}
+
+pkg_installed_version() {
+	dpkg-query -W -f='${db:Status-Abbrev}${Version}' "$1" 2>/dev/null |
+		sed -n 's/^ii *//p'
+}
+
+apt_install() {
+	local missing=() p
+	for p in "$@"; do
+		[ -n "$(pkg_installed_version "$p")" ] || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return
+	apt_update_once
+	log "installing ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends "${missing[@]}" >/dev/null ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+candidate() {
+	apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p'
+}
+
+# The kernel release (uname -r) that a meta package points at.
+resolve_release() {
+	local meta=$1 dep
+	dep=$(apt-cache depends "$meta" 2>/dev/null |
+	      sed -n 's/^ *Depends: linux-image-\(.*\)$/\1/p' | head -n1)
+	[ -n "$dep" ] || die "cannot resolve a kernel from $meta"
+	echo "$dep"
+}
+
+setup_series() {
+	local series=$1 meta rel ver srcver imgver hdrver dir tarball
+
+	case $series in
+	6.1)  meta=linux-image-amd64 ;;
+	6.12) meta=linux-image-6.12-amd64 ;;
+	*)    die "unknown kernel series '$series' (6.1 or 6.12)" ;;
+	esac
+	dir=$CACHE/kernels/$series
+
+	if [ -z "$(candidate "$meta")" ] || [ "$(candidate "$meta")" = "(none)" ]; then
+		apt_update_once
+	fi
+	rel=$(resolve_release "$meta")
+	case $rel in
+	$series.*) ;;
+	*) die "$meta resolves to $rel, not a $series kernel" ;;
+	esac
+	imgver=$(candidate "linux-image-$rel")
+	srcver=$(candidate "linux-source-$series")
+	hdrver=$(candidate "linux-headers-$rel")
+	[ "$imgver" = "$srcver" ] && [ "$imgver" = "$hdrver" ] ||
+		die "version mismatch for $series: image $imgver, headers $hdrver, source $srcver"
+
+	if [ -f "$dir/env" ] && grep -qx "VERSION=$imgver" "$dir/env" &&
+	   [ "$(pkg_installed_version "linux-headers-$rel")" = "$imgver" ]; then
+		log "$series: $rel ($imgver) cached"
+		return
+	fi
+
+	apt_install "linux-headers-$rel" "linux-source-$series"
+	[ "$(pkg_installed_version "linux-headers-$rel")" = "$imgver" ] ||
+		die "installed linux-headers-$rel is not $imgver"
+	[ "$(pkg_installed_version "linux-source-$series")" = "$imgver" ] ||
+		die "installed linux-source-$series is not $imgver"
+
+	rm -rf "$dir"
+	mkdir -p "$dir/src" "$dir/pkg"
+	log "$series: unpacking linux-image-$rel $imgver"
+	(cd "$dir/pkg" && apt-get download -qq -o APT::Sandbox::User=root "linux-image-$rel=$imgver") ||
+		die "cannot download linux-image-$rel"
+	dpkg-deb -x "$dir"/pkg/linux-image-*.deb "$dir/root"
+	rm -rf "$dir/pkg"
+	cp "$dir/root/boot/vmlinuz-$rel" "$dir/vmlinuz"
+	cp "$dir/root/boot/config-$rel" "$dir/config"
+	mv "$dir/root/lib/modules/$rel" "$dir/modules"
+	rm -rf "$dir/root"
+
+	tarball=/usr/src/linux-source-$series.tar.xz
+	[ -f "$tarball" ] || die "$tarball missing"
+	log "$series: unpacking the parts of $tarball the build needs"
+	# shellcheck disable=SC2086
+	tar -xJf "$tarball" -C "$dir/src" --strip-components=1 --wildcards \
+		$(for f in $SRC_FILES; do echo "linux-source-$series/$f"; done) ||
+		die "cannot unpack $tarball"
+
+	cat >"$dir/env" <<EOT
+SERIES=$series
+RELEASE=$rel
+VERSION=$imgver
+KDIR=/lib/modules/$rel/build
+EOT
+	[ -d "/usr/src/linux-headers-$rel" ] || die "headers for $rel missing"
+	echo "KDIR=/usr/src/linux-headers-$rel" >>"$dir/env"
+	log "$series: $rel ($imgver) ready"
+}
+
+main() {
+	[ "$(id -u)" = 0 ] || die "must run as root (apt-get)"
+	# shellcheck disable=SC2086
+	apt_install $BASE_PKGS
+	mkdir -p "$CACHE"
+	local s
+	for s in $SERIES; do
+		setup_series "$s"
+	done
+}
+
+main
