@@ -1,0 +1,945 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tests of /dev/vhost-serial with this process playing the guest: feature
+ * negotiation, the control protocol, checked transfers over every backend
+ * kind, back-pressure, hang-up, hot-plug, and malformed input from the guest
+ * and from userspace.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/vhost.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_console.h>
+
+#include "vq.h"
+#include "kselftest_harness.h"
+
+#define MiB (1024ULL * 1024)
+
+enum backend_kind { BK_SOCKET, BK_PIPE, BK_FILE };
+
+/* The host side of one port's backend. */
+struct host_end {
+	int in_fd, out_fd;	/* handed to the module */
+	int peer_rd, peer_wr;	/* what the host program uses */
+};
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void host_end_close(struct host_end *h)
+{
+	close_fd(&h->in_fd);
+	close_fd(&h->out_fd);
+	close_fd(&h->peer_rd);
+	close_fd(&h->peer_wr);
+}
+
+static int make_socket_end(struct host_end *h)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		       sv))
+		return -errno;
+	h->in_fd = sv[0];
+	h->out_fd = dup(sv[0]);
+	h->peer_rd = sv[1];
+	h->peer_wr = dup(sv[1]);
+	return 0;
+}
+
+static int make_pipe_end(struct host_end *h)
+{
+	int to_guest[2], from_guest[2];
+
+	if (pipe2(to_guest, O_NONBLOCK | O_CLOEXEC))
+		return -errno;
+	if (pipe2(from_guest, O_NONBLOCK | O_CLOEXEC)) {
+		close(to_guest[0]);
+		close(to_guest[1]);
+		return -errno;
+	}
+	h->in_fd = to_guest[0];
+	h->peer_wr = to_guest[1];
+	h->out_fd = from_guest[1];
+	h->peer_rd = from_guest[0];
+	return 0;
+}
+
+static int attach(struct vs_dev *d, unsigned int port, struct host_end *h)
+{
+	return vs_set_backend(d, port, h->in_fd, h->out_fd);
+}
+
+/* Wait for a control message of one kind, skipping none. */
+static int expect_ctrl(struct vs_dev *d, uint32_t id, uint16_t event,
+		       uint16_t value)
+{
+	struct vs_ctrl m;
+	int ret = vs_ctrl_expect(d, id, event, &m);
+
+	if (ret)
+		return ret;
+	return m.value == value ? 0 : -EPROTO;
+}
+
+/* A short transfer both ways on a fresh socket: "the device still works". */
+static int quick_transfer(struct vs_dev *d, unsigned int port)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vs_flow f[2];
+	int ret;
+
+	ret = make_socket_end(&h);
+	if (ret)
+		return ret;
+	ret = attach(d, port, &h);
+	if (!ret)
+		ret = expect_ctrl(d, port, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, port, true);
+	if (!ret)
+		ret = vs_flow_init(&f[0], d, port, true, h.peer_rd, MiB / 4, 7);
+	if (!ret)
+		ret = vs_flow_init(&f[1], d, port, false, h.peer_wr, MiB / 4, 8);
+	if (!ret)
+		ret = vs_pump(f, 2, VS_TIMEOUT_MS);
+	if (!ret && (!vs_flow_match(&f[0]) || !vs_flow_match(&f[1])))
+		ret = -EILSEQ;
+	vs_set_backend(d, port, -1, -1);
+	host_end_close(&h);
+	return ret;
+}
+
+static bool have_device(void)
+{
+	return access("/dev/vhost-serial", R_OK | W_OK) == 0;
+}
+
+#define REQUIRE_DEVICE() do {						\
+	if (!have_device())						\
+		SKIP(return, "/dev/vhost-serial not present (module not loaded)"); \
+} while (0)
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+FIXTURE(vserial) {
+	struct vs_dev d;
+	struct vs_dev d2;
+	struct vs_port_info info[VHOST_SERIAL_MAX_PORTS];
+	int kmsg_bad;
+};
+
+FIXTURE_SETUP(vserial)
+{
+	self->d.fd = -1;
+	self->d2.fd = -1;
+	self->kmsg_bad = vs_kmsg_bad_lines();
+	signal(SIGPIPE, SIG_IGN);
+}
+
+FIXTURE_TEARDOWN(vserial)
+{
+	vs_close(&self->d);
+	vs_close(&self->d2);
+	/* No test may leave an oops or a warning in the kernel log. */
+	EXPECT_EQ(self->kmsg_bad, vs_kmsg_bad_lines());
+}
+
+/* ---- features and set-up order ------------------------------------------ */
+
+TEST_F(vserial, get_features_offers_required_bits)
+{
+	static const int bits[] = {
+		VIRTIO_F_VERSION_1, VIRTIO_CONSOLE_F_MULTIPORT,
+		VIRTIO_CONSOLE_F_SIZE, VIRTIO_RING_F_EVENT_IDX,
+		VIRTIO_RING_F_INDIRECT_DESC, VHOST_F_LOG_ALL,
+	};
+	uint64_t features = 0;
+	unsigned int i;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_open(&self->d, 1));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_GET_FEATURES, &features));
+	for (i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
+		EXPECT_TRUE(features & (1ULL << bits[i])) TH_LOG("bit %d", bits[i]);
+}
+
+TEST_F(vserial, set_features_rejects_unknown_bits)
+{
+	uint64_t features = (1ULL << 63) | vs_default_features();
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_open(&self->d, 1));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_OWNER, NULL));
+	EXPECT_EQ(-EOPNOTSUPP, vs_ioctl(&self->d, VHOST_SET_FEATURES, &features));
+	features = vs_default_features();
+	EXPECT_EQ(0, vs_ioctl(&self->d, VHOST_SET_FEATURES, &features));
+}
+
+TEST_F(vserial, vhost_ioctls_before_num_ports_fail)
+{
+	uint64_t features = vs_default_features();
+	struct vhost_serial_port_state st = { 0 };
+
+	REQUIRE_DEVICE();
+	self->d.fd = open("/dev/vhost-serial", O_RDWR);
+	ASSERT_LE(0, self->d.fd);
+	EXPECT_EQ(-EBADFD, vs_ioctl(&self->d, VHOST_SET_OWNER, NULL));
+	EXPECT_EQ(-EBADFD, vs_ioctl(&self->d, VHOST_SET_FEATURES, &features));
+	EXPECT_EQ(-EBADFD, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, &st));
+	EXPECT_EQ(-EBADFD, vs_add_port(&self->d, 0, "x", false));
+}
+
+TEST_F(vserial, set_num_ports_checks_range_and_once)
+{
+	uint32_t nr;
+
+	REQUIRE_DEVICE();
+	self->d.fd = open("/dev/vhost-serial", O_RDWR);
+	ASSERT_LE(0, self->d.fd);
+	nr = 0;
+	EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_SET_NUM_PORTS, &nr));
+	nr = VHOST_SERIAL_MAX_PORTS + 1;
+	EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_SET_NUM_PORTS, &nr));
+	EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_SET_NUM_PORTS, NULL));
+	nr = VHOST_SERIAL_MAX_PORTS;
+	EXPECT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_SET_NUM_PORTS, &nr));
+	nr = 2;
+	EXPECT_EQ(-EBUSY, vs_ioctl(&self->d, VHOST_SERIAL_SET_NUM_PORTS, &nr));
+}
+
+TEST_F(vserial, start_needs_owner)
+{
+	int run = 1;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_open(&self->d, 1));
+	EXPECT_EQ(-EPERM, vs_ioctl(&self->d, VHOST_SERIAL_SET_RUNNING, &run));
+}
+
+/* ---- control protocol ----------------------------------------------------- */
+
+FIXTURE(handshake) {
+	struct vs_dev d;
+	struct vs_port_info info[VHOST_SERIAL_MAX_PORTS];
+	int kmsg_bad;
+};
+
+FIXTURE_VARIANT(handshake) {
+	unsigned int ports;
+};
+
+FIXTURE_VARIANT_ADD(handshake, one_port) { .ports = 1 };
+FIXTURE_VARIANT_ADD(handshake, two_ports) { .ports = 2 };
+FIXTURE_VARIANT_ADD(handshake, thirty_one_ports) { .ports = 31 };
+
+FIXTURE_SETUP(handshake)
+{
+	self->d.fd = -1;
+	self->kmsg_bad = vs_kmsg_bad_lines();
+}
+
+FIXTURE_TEARDOWN(handshake)
+{
+	vs_close(&self->d);
+	EXPECT_EQ(self->kmsg_bad, vs_kmsg_bad_lines());
+}
+
+/* Port 0 is a console, the others generic; odd ports have a host side. */
+TEST_F(handshake, announces_names_console_and_host_open)
+{
+	unsigned int n = variant->ports, i, extra = 0;
+	struct host_end h[31];
+	char name[32];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, n, vs_default_features()));
+	for (i = 0; i < n; i++) {
+		h[i] = (struct host_end){ -1, -1, -1, -1 };
+		snprintf(name, sizeof(name), "org.test.port.%u", i);
+		ASSERT_EQ(0, vs_add_port(&self->d, i, name, i == 0));
+		extra += 1 + (i == 0);
+		if (i % 2) {
+			ASSERT_EQ(0, make_socket_end(&h[i]));
+			ASSERT_EQ(0, attach(&self->d, i, &h[i]));
+			extra++;
+		}
+	}
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, n, extra));
+	for (i = 0; i < n; i++) {
+		struct vhost_serial_port_state st;
+
+		snprintf(name, sizeof(name), "org.test.port.%u", i);
+		EXPECT_TRUE(self->info[i].added);
+		EXPECT_EQ(i == 0, self->info[i].console);
+		EXPECT_TRUE(self->info[i].named);
+		EXPECT_STREQ(name, self->info[i].name);
+		EXPECT_EQ(i % 2 == 1, self->info[i].host_open);
+		ASSERT_EQ(0, vs_port_state(&self->d, i, &st));
+		EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_READY);
+		EXPECT_EQ(i == 0, !!(st.state & VHOST_SERIAL_STATE_CONSOLE));
+	}
+	for (i = 0; i < n; i++)
+		host_end_close(&h[i]);
+}
+
+TEST_F(vserial, resize_reaches_guest_in_spec_order)
+{
+	struct vs_port_info *info = self->info;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 2, vs_default_features()));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, vs_add_port(&self->d, 1, "gen", false));
+	/* Before PORT_READY: sent after CONSOLE_PORT. */
+	ASSERT_EQ(0, vs_resize(&self->d, 0, 80, 25));
+	ASSERT_EQ(0, vs_handshake(&self->d, info, 2, 3));
+	EXPECT_TRUE(info[0].resized);
+	EXPECT_EQ(80, info[0].cols);
+	EXPECT_EQ(25, info[0].rows);
+	/* At run time. */
+	ASSERT_EQ(0, vs_resize(&self->d, 0, 132, 43));
+	{
+		struct vs_ctrl m;
+		uint16_t cols, rows;
+
+		ASSERT_EQ(0, vs_ctrl_expect(&self->d, 0, VIRTIO_CONSOLE_RESIZE, &m));
+		ASSERT_EQ(12, m.len);
+		memcpy(&cols, m.payload, 2);
+		memcpy(&rows, m.payload + 2, 2);
+		EXPECT_EQ(132, cols);
+		EXPECT_EQ(43, rows);
+	}
+	EXPECT_EQ(-EINVAL, vs_resize(&self->d, 1, 80, 25));
+	EXPECT_EQ(-EINVAL, vs_resize(&self->d, 7, 80, 25));
+}
+
+TEST_F(vserial, guest_open_close_seen_by_eventfd_and_state)
+{
+	struct vhost_serial_port_state st;
+	int efd;
+
+	REQUIRE_DEVICE();
+	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	ASSERT_EQ(0, vs_set_event(&self->d, 1, efd));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	ASSERT_EQ(0, vs_wait_fd(efd, POLLIN, VS_TIMEOUT_MS));
+	EXPECT_EQ(1, vs_eventfd_read(efd));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, false));
+	ASSERT_EQ(0, vs_wait_fd(efd, POLLIN, VS_TIMEOUT_MS));
+	EXPECT_EQ(1, vs_eventfd_read(efd));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+	/* Port 0 saw nothing. */
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+	close(efd);
+}
+
+TEST_F(vserial, hot_add_and_remove_while_data_flows)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_flow f[2];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, h.peer_rd, 8 * MiB, 1));
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 0, false, h.peer_wr, 8 * MiB, 2));
+	f[0].host_stop_at = 2 * MiB;
+	f[1].host_stop_at = 2 * MiB;
+	ASSERT_EQ(0, vs_pump_until_idle(f, 2, 200));
+
+	/* Hot-add port 3 while port 0 has data in flight. */
+	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_READY);
+
+	f[0].host_stop_at = 5 * MiB;
+	f[1].host_stop_at = 5 * MiB;
+	ASSERT_EQ(0, vs_pump_until_idle(f, 2, 200));
+	ASSERT_EQ(0, vs_del_port(&self->d, 3));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_REMOVE, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
+	EXPECT_EQ(0, st.state);
+	EXPECT_EQ(-ENOENT, vs_del_port(&self->d, 3));
+
+	f[0].host_stop_at = 0;
+	f[1].host_stop_at = 0;
+	ASSERT_EQ(0, vs_pump(f, 2, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[0]));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	host_end_close(&h);
+}
+
+/* ---- transfers -------------------------------------------------------------- */
+
+FIXTURE(transfer) {
+	struct vs_dev d;
+	struct vs_port_info info[2];
+	struct host_end h;
+	int kmsg_bad;
+};
+
+FIXTURE_VARIANT(transfer) {
+	enum backend_kind kind;
+};
+
+FIXTURE_VARIANT_ADD(transfer, socketpair) { .kind = BK_SOCKET };
+FIXTURE_VARIANT_ADD(transfer, pipe_pair) { .kind = BK_PIPE };
+FIXTURE_VARIANT_ADD(transfer, regular_file) { .kind = BK_FILE };
+
+FIXTURE_SETUP(transfer)
+{
+	self->d.fd = -1;
+	self->h = (struct host_end){ -1, -1, -1, -1 };
+	self->kmsg_bad = vs_kmsg_bad_lines();
+	signal(SIGPIPE, SIG_IGN);
+}
+
+FIXTURE_TEARDOWN(transfer)
+{
+	vs_close(&self->d);
+	host_end_close(&self->h);
+	EXPECT_EQ(self->kmsg_bad, vs_kmsg_bad_lines());
+}
+
+static int open_tmpfile(void)
+{
+	return open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+static void transfer_64m(struct __test_metadata *_metadata,
+			 FIXTURE_DATA(transfer) *self, enum backend_kind kind,
+			 bool g2h)
+{
+	const uint64_t total = 64 * MiB;
+	struct vs_flow f;
+	int host_fd = -1;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	switch (kind) {
+	case BK_SOCKET:
+		ASSERT_EQ(0, make_socket_end(&self->h));
+		host_fd = g2h ? self->h.peer_rd : self->h.peer_wr;
+		break;
+	case BK_PIPE:
+		ASSERT_EQ(0, make_pipe_end(&self->h));
+		host_fd = g2h ? self->h.peer_rd : self->h.peer_wr;
+		break;
+	case BK_FILE:
+		/* The module writes one file, or reads one we prepared. */
+		self->h.out_fd = open_tmpfile();
+		ASSERT_LE(0, self->h.out_fd);
+		self->h.in_fd = dup(self->h.out_fd);
+		break;
+	}
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 1, g2h, host_fd, total, 42));
+	if (kind == BK_FILE) {
+		char path[64];
+
+		if (!g2h) {
+			ASSERT_EQ(0, vs_flow_fill_file(&f, self->h.out_fd));
+			ASSERT_EQ(0, lseek(self->h.in_fd, 0, SEEK_SET));
+			ASSERT_EQ(0, vs_set_backend(&self->d, 1, self->h.in_fd, -1));
+		} else {
+			ASSERT_EQ(0, vs_set_backend(&self->d, 1, -1, self->h.out_fd));
+			snprintf(path, sizeof(path), "/proc/self/fd/%d",
+				 self->h.out_fd);
+			f.host_fd = open(path, O_RDONLY | O_CLOEXEC);
+			ASSERT_LE(0, f.host_fd);
+			self->h.peer_rd = f.host_fd;
+		}
+	} else {
+		ASSERT_EQ(0, attach(&self->d, 1, &self->h));
+	}
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	{
+		struct vhost_serial_port_state st;
+
+		ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+		EXPECT_EQ(total, g2h ? st.tx_bytes : st.rx_bytes);
+		EXPECT_EQ(0, st.errors);
+	}
+	vs_flow_free(&f);
+}
+
+TEST_F_TIMEOUT(transfer, guest_to_host_64m_sha1, 300)
+{
+	transfer_64m(_metadata, self, variant->kind, true);
+}
+
+TEST_F_TIMEOUT(transfer, host_to_guest_64m_sha1, 300)
+{
+	transfer_64m(_metadata, self, variant->kind, false);
+}
+
+TEST_F_TIMEOUT(vserial, eight_ports_both_ways_no_cross_talk, 300)
+{
+	struct host_end h[8];
+	struct vs_flow f[16];
+	unsigned int i;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 8, 8, self->info));
+	for (i = 0; i < 8; i++) {
+		h[i] = (struct host_end){ -1, -1, -1, -1 };
+		ASSERT_EQ(0, make_socket_end(&h[i]));
+		ASSERT_EQ(0, attach(&self->d, i, &h[i]));
+		ASSERT_EQ(0, expect_ctrl(&self->d, i, VIRTIO_CONSOLE_PORT_OPEN, 1));
+		ASSERT_EQ(0, vs_guest_open(&self->d, i, true));
+		/* Each flow has its own pattern: cross-talk breaks a sha1. */
+		ASSERT_EQ(0, vs_flow_init(&f[2 * i], &self->d, i, true,
+					  h[i].peer_rd, 4 * MiB, 100 + i));
+		ASSERT_EQ(0, vs_flow_init(&f[2 * i + 1], &self->d, i, false,
+					  h[i].peer_wr, 4 * MiB, 200 + i));
+	}
+	ASSERT_EQ(0, vs_pump(f, 16, VS_TIMEOUT_MS));
+	for (i = 0; i < 16; i++)
+		EXPECT_TRUE(vs_flow_match(&f[i])) TH_LOG("flow %u", i);
+	for (i = 0; i < 8; i++)
+		host_end_close(&h[i]);
+}
+
+TEST_F_TIMEOUT(vserial, two_devices_at_once, 300)
+{
+	struct host_end h[2] = { { -1, -1, -1, -1 }, { -1, -1, -1, -1 } };
+	struct vs_port_info info2[1];
+	struct vs_flow f[4];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, vs_bring_up(&self->d2, 1, 1, info2));
+	ASSERT_EQ(0, make_socket_end(&h[0]));
+	ASSERT_EQ(0, make_socket_end(&h[1]));
+	ASSERT_EQ(0, attach(&self->d, 0, &h[0]));
+	ASSERT_EQ(0, attach(&self->d2, 0, &h[1]));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d2, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, vs_guest_open(&self->d2, 0, true));
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, h[0].peer_rd, 8 * MiB, 1));
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 0, false, h[0].peer_wr, 8 * MiB, 2));
+	ASSERT_EQ(0, vs_flow_init(&f[2], &self->d2, 0, true, h[1].peer_rd, 8 * MiB, 3));
+	ASSERT_EQ(0, vs_flow_init(&f[3], &self->d2, 0, false, h[1].peer_wr, 8 * MiB, 4));
+	ASSERT_EQ(0, vs_pump(f, 4, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[0]));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	EXPECT_TRUE(vs_flow_match(&f[2]));
+	EXPECT_TRUE(vs_flow_match(&f[3]));
+	host_end_close(&h[0]);
+	host_end_close(&h[1]);
+}
+
+TEST_F_TIMEOUT(vserial, backpressure_blocks_queue_then_resumes_lossless, 120)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_flow f;
+	uint64_t stalled;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, true, h.peer_rd, 16 * MiB, 5));
+	/* The host reads 1 MiB and then stops. */
+	f.host_stop_at = MiB;
+	ASSERT_EQ(0, vs_pump_until_idle(&f, 1, 300));
+	EXPECT_EQ(MiB, f.received);
+	/* The guest's buffers wait in the ring: nothing was dropped. */
+	EXPECT_LT(0, f.inflight);
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	stalled = st.tx_bytes;
+	EXPECT_GT(f.sent, stalled);
+	ASSERT_EQ(0, vs_pump_until_idle(&f, 1, 300));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(stalled, st.tx_bytes);
+
+	f.host_stop_at = 0;
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	host_end_close(&h);
+}
+
+TEST_F(vserial, no_backend_keeps_data_until_attach)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_flow f;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, true, -1, 2 * MiB, 9));
+	ASSERT_EQ(0, vs_pump_until_idle(&f, 1, 300));
+	EXPECT_LT(0, f.inflight);
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(0, st.tx_bytes);
+	EXPECT_EQ(0, st.tx_dropped);
+
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	f.host_fd = h.peer_rd;
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	host_end_close(&h);
+}
+
+TEST_F_TIMEOUT(vserial, detach_reattach_mid_transfer_no_loss_no_dup, 120)
+{
+	struct host_end a = { -1, -1, -1, -1 }, b = { -1, -1, -1, -1 };
+	struct vs_flow f[2];
+	char buf[65536];
+	ssize_t n;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&a));
+	ASSERT_EQ(0, make_socket_end(&b));
+	ASSERT_EQ(0, attach(&self->d, 0, &a));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, a.peer_rd, 8 * MiB, 11));
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 0, false, a.peer_wr, 8 * MiB, 12));
+	f[0].host_stop_at = 3 * MiB + 12345;
+	f[1].host_stop_at = 3 * MiB + 777;
+	ASSERT_EQ(0, vs_pump_until_idle(f, 2, 200));
+
+	/* Detach; what was written into socket a is still the host's. */
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, -1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	while ((n = read(a.peer_rd, buf, sizeof(buf))) > 0) {
+		sha1_update(&f[0].sha_rx, buf, n);
+		f[0].received += n;
+	}
+	/* Guest output goes on into socket b; host input into the same a. */
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, a.in_fd, b.out_fd));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	f[0].host_fd = b.peer_rd;
+	f[0].host_stop_at = 0;
+	f[1].host_stop_at = 0;
+	ASSERT_EQ(0, vs_pump(f, 2, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[0]));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	host_end_close(&a);
+	host_end_close(&b);
+}
+
+TEST_F(vserial, hangup_after_data_delivers_all_then_disconnects)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_flow f;
+	int efd;
+
+	REQUIRE_DEVICE();
+	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_set_event(&self->d, 0, efd));
+	/* The host writes 128 KiB and closes before the guest opens. */
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, false, h.peer_wr, 128 * 1024, 3));
+	ASSERT_EQ(0, vs_pump_until_idle(&f, 1, 100));
+	ASSERT_EQ(f.total, f.host_moved);
+	close_fd(&h.peer_wr);
+	close_fd(&h.peer_rd);
+	close_fd(&h.in_fd);
+	close_fd(&h.out_fd);
+
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	f.host_fd = -1;
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	ASSERT_EQ(0, vs_wait_fd(efd, POLLIN, VS_TIMEOUT_MS));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_HUP);
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_HOST_OPEN);
+	close(efd);
+}
+
+TEST_F(vserial, console_output_never_waits_in_ring)
+{
+	struct vhost_serial_port_state st;
+	struct vs_vq *vq;
+	struct iovec iov;
+	unsigned int i, done = 0;
+	char *buf;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 1, vs_default_features()));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 1, 1));
+	/* No backend at all: the device must still hand every buffer back. */
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	buf = vs_alloc(&self->d, 4096, 64);
+	ASSERT_NE(NULL, buf);
+	memset(buf, 'c', 4096);
+	for (i = 0; i < 8; i++) {
+		iov.iov_base = buf;
+		iov.iov_len = 4096;
+		ASSERT_LE(0, vs_vq_add(vq, &iov, 1, NULL, 0, buf));
+	}
+	vs_vq_kick(vq);
+	while (done < 8) {
+		while (vs_vq_get(vq, NULL))
+			done++;
+		if (done < 8)
+			ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	}
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(8, st.tx_bufs);
+	/* 4 KiB buffered for a later backend, the rest dropped and counted. */
+	EXPECT_EQ(7 * 4096, st.tx_dropped);
+}
+
+/* ---- malformed input from the guest ---------------------------------------- */
+
+/* Publish a hand-made chain on port 1's tx queue and expect a vq error. */
+static int bad_chain(struct __test_metadata *_metadata,
+		     FIXTURE_DATA(vserial) *self,
+		     void (*build)(struct vs_dev *d, struct vs_vq *vq))
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_vq *vq;
+	int ret;
+
+	ret = vs_bring_up(&self->d, 2, 2, self->info);
+	if (ret)
+		return ret;
+	ret = make_socket_end(&h);
+	if (!ret)
+		ret = attach(&self->d, 1, &h);
+	if (!ret)
+		ret = expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (ret)
+		return ret;
+	vq = &self->d.vqs[vs_tx_vq(1)];
+	build(&self->d, vq);
+	vs_vq_publish(vq, 0);
+	vs_vq_kick(vq);
+	ret = vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS);
+	host_end_close(&h);
+	if (ret)
+		return ret;
+	ret = vs_port_state(&self->d, 1, &st);
+	if (!ret && st.tx_bytes)
+		return -EINVAL;	/* nothing of a bad chain may reach the host */
+	/* The rest of the device still works. */
+	return quick_transfer(&self->d, 0);
+}
+
+static void build_loop(struct vs_dev *d, struct vs_vq *vq)
+{
+	char *buf = vs_alloc(d, 64, 8);
+
+	vq->desc[0] = (struct vring_desc){ (uintptr_t)buf, 64, VRING_DESC_F_NEXT, 1 };
+	vq->desc[1] = (struct vring_desc){ (uintptr_t)buf, 64, VRING_DESC_F_NEXT, 0 };
+}
+
+static void build_out_of_range(struct vs_dev *d, struct vs_vq *vq)
+{
+	vq->desc[0] = (struct vring_desc){ 0x1000, 64, 0, 0 };
+}
+
+static void build_len_overflow(struct vs_dev *d, struct vs_vq *vq)
+{
+	char *buf = vs_alloc(d, 64, 8);
+
+	vq->desc[0] = (struct vring_desc){ (uintptr_t)buf, 0xffffffffu, 0, 0 };
+}
+
+static void build_too_many(struct vs_dev *d, struct vs_vq *vq)
+{
+	/* An indirect table of 2048 entries: more than the device's iovecs. */
+	struct vring_desc *table = vs_alloc(d, 2048 * 16, 16);
+	char *buf = vs_alloc(d, 64, 8);
+	unsigned int i;
+
+	for (i = 0; i < 2048; i++)
+		table[i] = (struct vring_desc){ (uintptr_t)buf + (i % 2) * 32, 16,
+						i < 2047 ? VRING_DESC_F_NEXT : 0,
+						i + 1 };
+	vq->desc[0] = (struct vring_desc){ (uintptr_t)table, 2048 * 16,
+					   VRING_DESC_F_INDIRECT, 0 };
+}
+
+static void build_bad_indirect(struct vs_dev *d, struct vs_vq *vq)
+{
+	struct vring_desc *table = vs_alloc(d, 64, 16);
+
+	/* Not a multiple of the descriptor size. */
+	vq->desc[0] = (struct vring_desc){ (uintptr_t)table, 17,
+					   VRING_DESC_F_INDIRECT, 0 };
+}
+
+TEST_F(vserial, bad_descriptor_loop)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_loop));
+}
+
+TEST_F(vserial, bad_descriptor_address_out_of_range)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_out_of_range));
+}
+
+TEST_F(vserial, bad_descriptor_length_overflow)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_len_overflow));
+}
+
+TEST_F(vserial, bad_too_many_descriptors)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_too_many));
+}
+
+TEST_F(vserial, bad_indirect_table)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_bad_indirect));
+}
+
+TEST_F(vserial, control_message_for_unknown_port)
+{
+	struct vhost_serial_port_state st;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS));
+	vs_eventfd_read(self->d.err);
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 100000, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS));
+	vs_eventfd_read(self->d.err);
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 0, 999, 1));
+	ASSERT_EQ(0, vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS));
+	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
+	EXPECT_EQ(0, st.state);
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+TEST_F(vserial, truncated_control_message)
+{
+	const char half[4] = { 0 };
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, vs_ctrl_send_raw(&self->d, half, sizeof(half)));
+	ASSERT_EQ(0, vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS));
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+/* ---- malformed input from userspace ----------------------------------------- */
+
+TEST_F(vserial, add_port_rejects_bad_arguments)
+{
+	struct vhost_serial_port_config cfg = { .id = 0 };
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 2, vs_default_features()));
+	memset(cfg.name, 'n', sizeof(cfg.name));	/* no terminator */
+	EXPECT_EQ(-ENAMETOOLONG, vs_ioctl(&self->d, VHOST_SERIAL_ADD_PORT, &cfg));
+	EXPECT_EQ(-EINVAL, vs_add_port(&self->d, 0, "a/b", false));
+	EXPECT_EQ(-EINVAL, vs_add_port(&self->d, 2, "x", false));
+	EXPECT_EQ(-EINVAL, vs_add_port(&self->d, 0xffffffff, "x", false));
+	cfg = (struct vhost_serial_port_config){ .id = 0, .flags = 2 };
+	EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_ADD_PORT, &cfg));
+	EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_ADD_PORT, NULL));
+	EXPECT_EQ(0, vs_add_port(&self->d, 0, "x", false));
+	EXPECT_EQ(-EEXIST, vs_add_port(&self->d, 0, "x", false));
+	EXPECT_EQ(-ENOENT, vs_del_port(&self->d, 1));
+	EXPECT_EQ(-EINVAL, vs_del_port(&self->d, 2));
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 1, 1));
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+TEST_F(vserial, set_backend_rejects_bad_fds)
+{
+	struct vhost_serial_backend b = { .id = 0, .in_fd = -1, .out_fd = -1 };
+	int p[2], blocking[2], efd;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
+	ASSERT_EQ(0, pipe2(blocking, O_CLOEXEC));
+	efd = eventfd(0, EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+
+	EXPECT_EQ(-EBADF, vs_set_backend(&self->d, 0, 1000, -1));
+	EXPECT_EQ(-EBADF, vs_set_backend(&self->d, 0, -1, 1000));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -2, -1));
+	/* Wrong direction: the write end of a pipe cannot be read. */
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, p[1], -1));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, p[0]));
+	/* A blocking pipe would put the worker to sleep. */
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, blocking[0], -1));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 5, p[0], p[1]));
+	EXPECT_EQ(-ENOENT, vs_set_backend(&self->d, 1, p[0], p[1]));
+	b.flags = 1;
+	EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_SET_BACKEND, &b));
+	EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_SET_BACKEND, NULL));
+	/* Event fds must be eventfds. */
+	EXPECT_EQ(-EINVAL, vs_set_event(&self->d, 0, p[0]));
+	EXPECT_EQ(-EBADF, vs_set_event(&self->d, 0, 1000));
+	EXPECT_EQ(-EINVAL, vs_set_event(&self->d, 0, -5));
+	EXPECT_EQ(-ENOENT, vs_set_event(&self->d, 1, efd));
+	EXPECT_EQ(-EINVAL, vs_set_event(&self->d, 9, efd));
+	{
+		struct vhost_serial_port_state st = { .id = 2 };
+
+		EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, &st));
+		EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, NULL));
+	}
+	EXPECT_EQ(-ENOTTY, vs_ioctl(&self->d, _IO(VHOST_VIRTIO, 0xCF), NULL));
+	close(p[0]);
+	close(p[1]);
+	close(blocking[0]);
+	close(blocking[1]);
+	close(efd);
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+TEST_HARNESS_MAIN
