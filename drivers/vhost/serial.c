@@ -1061,6 +1061,7 @@ out_unlock:
 
 static bool vhost_serial_ready(struct vhost_serial *vs)
 {
+	/* Pairs with the release in vhost_serial_set_num_ports(). */
 	return smp_load_acquire(&vs->inited);
 }
 

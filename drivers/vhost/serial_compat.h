@@ -4,18 +4,19 @@
  * module builds against (6.1 and 6.12), in one place.
  *
  * 6.5 gave each virtqueue its own worker (work is queued on a queue, polls
- * know their queue) and added the worker ioctls; 6.8 dropped the count
- * argument of eventfd_signal().
+ * know their queue) and added the worker ioctls, whose numbers tell us which
+ * API we build against.  6.8 dropped the count argument of eventfd_signal();
+ * Kbuild finds out which one the headers declare.
  */
 #ifndef _VHOST_SERIAL_COMPAT_H
 #define _VHOST_SERIAL_COMPAT_H
 
 #include <linux/eventfd.h>
-#include <linux/version.h>
+#include <linux/vhost.h>
 
 #include "vhost.h"
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+#ifdef VHOST_NEW_WORKER
 
 static inline void vhost_serial_poll_init(struct vhost_poll *poll,
 					  vhost_work_fn_t fn, __poll_t mask,
@@ -80,7 +81,7 @@ static inline long vhost_serial_worker_ioctl(struct vhost_dev *dev,
 
 static inline void vhost_serial_eventfd_signal(struct eventfd_ctx *ctx)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+#ifdef VHOST_SERIAL_EVENTFD_SIGNAL_NO_COUNT
 	eventfd_signal(ctx);
 #else
 	eventfd_signal(ctx, 1);
