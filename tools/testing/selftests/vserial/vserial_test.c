@@ -933,7 +933,11 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 		EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, &st));
 		EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, NULL));
 	}
-	EXPECT_EQ(-ENOTTY, vs_ioctl(&self->d, _IO(VHOST_VIRTIO, 0xCF), NULL));
+	{
+		uint64_t zero[4] = { 0 };
+
+		EXPECT_EQ(-ENOTTY, vs_ioctl(&self->d, _IO(VHOST_VIRTIO, 0xCF), zero));
+	}
 	close(p[0]);
 	close(p[1]);
 	close(blocking[0]);
