@@ -52,6 +52,9 @@ readonly DEVNODE=/dev/vhost-serial
 readonly MODULE_NAME=vhost_serial
 readonly BAD_KLOG='Oops|WARNING:|BUG:|KASAN|general protection|Call Trace'
 readonly CMDLINE="console=ttyS0 panic=-1 quiet loglevel=4"
+# Only one VM at a time on a machine: two TCG guests on two cores would
+# slow each other down past their timeouts.
+readonly LOCKFILE=${VMTEST_LOCK:-/tmp/vhost-serial-vmtest.lock}
 readonly QEMU_MEM=2G
 readonly QEMU_SMP=2
 readonly EXIT_FAIL=1
@@ -65,6 +68,7 @@ prog_timeout=""
 tests=()
 tmpdir=""
 qemu_rc=0
+lockfd=""
 
 usage() {
 	cat >&2 <<EOT
@@ -91,6 +95,7 @@ log() {
 	echo "$PROG: $*"
 }
 
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
 	local pid
 
@@ -129,18 +134,22 @@ parse_args() {
 	shift $((OPTIND - 1))
 	tests=("$@")
 
-	[ -n "$series" ] && [ -n "$module" ] && [ -n "$logfile" ] || usage
-	[ ${#tests[@]} -gt 0 ] || usage
-	is_uint "$timeout" && [ "$timeout" -gt 0 ] ||
+	if [ -z "$series" ] || [ -z "$module" ] || [ -z "$logfile" ] ||
+	   [ ${#tests[@]} -eq 0 ]; then
+		usage
+	fi
+	if ! is_uint "$timeout" || [ "$timeout" -eq 0 ]; then
 		die "-T wants a positive number of seconds, not '$timeout'"
+	fi
 	if [ -z "$prog_timeout" ]; then
 		prog_timeout=$(((timeout - BOOT_MARGIN) / ${#tests[@]}))
 		if [ "$prog_timeout" -lt $MIN_PROG_TIMEOUT ]; then
 			prog_timeout=$MIN_PROG_TIMEOUT
 		fi
 	fi
-	is_uint "$prog_timeout" && [ "$prog_timeout" -gt 0 ] ||
+	if ! is_uint "$prog_timeout" || [ "$prog_timeout" -eq 0 ]; then
 		die "-t wants a positive number of seconds, not '$prog_timeout'"
+	fi
 }
 
 # Sets kdir, release: the cached kernel of the series.
@@ -171,7 +180,9 @@ check_tests() {
 	local t names=" " name
 
 	for t in "${tests[@]}"; do
-		[ -f "$t" ] && [ -x "$t" ] || die "test program $t is not an executable file"
+		if [ ! -f "$t" ] || [ ! -x "$t" ]; then
+			die "test program $t is not an executable file"
+		fi
 		if command -v readelf >/dev/null &&
 		   readelf -lW "$t" 2>/dev/null | grep -q 'program interpreter'; then
 			die "test program $t is dynamically linked; the VM has no libc"
@@ -186,15 +197,14 @@ check_tests() {
 
 # The file of a module of the cached kernel, compressed or not.
 kernel_module_file() {
-	local name=$1 f
+	local name=$1 ext f
 
-	for f in $(find "$kdir/modules/kernel" -name "$name.ko*"); do
-		case ${f##*/} in
-		"$name.ko" | "$name.ko.xz" | "$name.ko.zst" | "$name.ko.gz")
+	for ext in "" .xz .zst .gz; do
+		f=$(find "$kdir/modules/kernel" -name "$name.ko$ext" -print -quit)
+		if [ -n "$f" ]; then
 			echo "$f"
 			return 0
-			;;
-		esac
+		fi
 	done
 	return 1
 }
@@ -249,7 +259,7 @@ power_off() {
 
 fatal() {
 	echo "VMTEST-FATAL $*"
-	dmesg | tail -n 40 | sed 's/^/VMTEST-KLOG| /'
+	dmesg | tail -n 15 | sed 's/^/VMTEST-KLOG| /'
 	power_off
 }
 
@@ -310,7 +320,7 @@ KMSG_RELAY='
 	show { print "VMTEST-KMSG| " $0; fflush() }'
 
 run_test() {
-	local name=$1 before after start rc
+	local name="$1" before after start rc
 
 	before=$(count_bad_klog)
 	start=$(cut -d. -f1 /proc/uptime)
@@ -406,6 +416,17 @@ cpu_model() {
 		echo max
 	else
 		echo qemu64
+	fi
+}
+
+# Waits, at most as long as the run itself may take, until no other VM of
+# this test bed runs.  The lock is held until this script exits.
+take_vm_lock() {
+	exec {lockfd}>>"$LOCKFILE"
+	if ! flock -n "$lockfd"; then
+		log "waiting for the VM of another run to finish (lock $LOCKFILE)"
+		flock -w "$timeout" "$lockfd" ||
+			die "another VM held $LOCKFILE for more than ${timeout}s"
 	fi
 }
 
@@ -506,6 +527,7 @@ main() {
 	check_module
 	check_tests
 	command -v "$QEMU" >/dev/null || die "$QEMU not found"
+	command -v flock >/dev/null || die "flock not found (package util-linux)"
 	[ -x "$BUSYBOX" ] || die "$BUSYBOX not found (package busybox-static)"
 	mkdir -p "$(dirname "$logfile")"
 
@@ -515,13 +537,14 @@ main() {
 	trap 'exit 143' TERM
 
 	build_initramfs
+	take_vm_lock
 	start=$(date +%s)
 	run_vm
 	elapsed=$(($(date +%s) - start))
 	[ -f "$logfile" ] || die "QEMU wrote no log (status $qemu_rc)"
 	clean_log
 	uptime=$(sed -n 's/^VMTEST-UPTIME //p' "$tmpdir/log" | tail -n1)
-	log "VM ran ${elapsed}s (guest uptime at the end: ${uptime:-unknown}s)"
+	log "VM ran ${elapsed}s${uptime:+ (guest uptime at the end: ${uptime}s)}"
 
 	if evaluate; then
 		log "PASS ($series)"

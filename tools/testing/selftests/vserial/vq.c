@@ -780,7 +780,7 @@ static bool vs_flows_done(struct vs_flow *flows, unsigned int n)
 	unsigned int i;
 
 	for (i = 0; i < n; i++)
-		if (flows[i].received < flows[i].total)
+		if (!flows[i].optional && flows[i].received < flows[i].total)
 			return false;
 	return true;
 }

@@ -137,6 +137,8 @@ struct vs_flow {
 	size_t buf_size;
 	unsigned int nbufs;
 	uint32_t seed;
+	/* vs_pump() does not wait for an optional flow to finish. */
+	bool optional;
 	/* Stop the host side after this many bytes (0: never). */
 	uint64_t host_stop_at;
 	/* state */

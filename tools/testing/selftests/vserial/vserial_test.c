@@ -731,6 +731,218 @@ TEST_F(vserial, console_output_never_waits_in_ring)
 	EXPECT_EQ(7 * 4096, st.tx_dropped);
 }
 
+/* Open port @port with a fresh socketpair and the guest side opened. */
+static int open_socket_port(struct vs_dev *d, unsigned int port,
+			    struct host_end *h)
+{
+	int ret;
+
+	*h = (struct host_end){ -1, -1, -1, -1 };
+	ret = make_socket_end(h);
+	if (!ret)
+		ret = attach(d, port, h);
+	if (!ret)
+		ret = expect_ctrl(d, port, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, port, true);
+	return ret;
+}
+
+TEST_F_TIMEOUT(vserial, flooding_port_does_not_starve_another, 120)
+{
+	struct host_end h[2];
+	struct vs_flow f[2];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	ASSERT_EQ(0, open_socket_port(&self->d, 0, &h[0]));
+	ASSERT_EQ(0, open_socket_port(&self->d, 1, &h[1]));
+	/* Port 0 floods for as long as the test runs. */
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, h[0].peer_rd,
+				  1ULL << 40, 1));
+	f[0].optional = true;
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 1, true, h[1].peer_rd,
+				  4 * MiB, 2));
+	ASSERT_EQ(0, vs_pump(f, 2, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	EXPECT_LT(f[0].received, f[0].total);
+	EXPECT_LT(0, f[0].received);
+	host_end_close(&h[0]);
+	host_end_close(&h[1]);
+}
+
+TEST_F_TIMEOUT(vserial, stop_and_restart_keeps_data, 120)
+{
+	struct vhost_serial_port_state st;
+	struct host_end h;
+	struct vs_flow f[2];
+	uint64_t tx_stopped;
+	int run = 0;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, open_socket_port(&self->d, 0, &h));
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, h.peer_rd, 8 * MiB, 1));
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 0, false, h.peer_wr, 8 * MiB, 2));
+	f[0].host_stop_at = 2 * MiB;
+	f[1].host_stop_at = 2 * MiB;
+	ASSERT_EQ(0, vs_pump_until_idle(f, 2, 200));
+
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_SET_RUNNING, &run));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	tx_stopped = st.tx_bytes;
+	f[0].host_stop_at = 0;
+	f[1].host_stop_at = 0;
+	/* Stopped: the host drains what was written, nothing more moves. */
+	ASSERT_EQ(0, vs_pump_until_idle(f, 2, 300));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(tx_stopped, st.tx_bytes);
+	EXPECT_EQ(tx_stopped, f[0].received);
+	EXPECT_LT(f[0].received, f[0].total);
+
+	ASSERT_EQ(0, vs_start(&self->d));
+	ASSERT_EQ(0, vs_pump(f, 2, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[0]));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	host_end_close(&h);
+}
+
+TEST_F(vserial, legacy_single_port_without_multiport)
+{
+	uint64_t features = 1ULL << VIRTIO_F_VERSION_1;
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vs_flow f[2];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 1, features));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	/* No control queue: port 0 is simply there, both ways. */
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, h.peer_rd, MiB, 1));
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 0, false, h.peer_wr, MiB, 2));
+	ASSERT_EQ(0, vs_pump(f, 2, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[0]));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	host_end_close(&h);
+}
+
+TEST_F_TIMEOUT(vserial, event_idx_transfer_both_ways, 120)
+{
+	uint64_t features = vs_default_features() |
+			    (1ULL << VIRTIO_RING_F_EVENT_IDX);
+	struct host_end h;
+	struct vs_flow f[2];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 1, features));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "evidx", false));
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 1, 1));
+	ASSERT_EQ(0, open_socket_port(&self->d, 0, &h));
+	ASSERT_EQ(0, vs_flow_init(&f[0], &self->d, 0, true, h.peer_rd, 16 * MiB, 1));
+	ASSERT_EQ(0, vs_flow_init(&f[1], &self->d, 0, false, h.peer_wr, 16 * MiB, 2));
+	ASSERT_EQ(0, vs_pump(f, 2, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f[0]));
+	EXPECT_TRUE(vs_flow_match(&f[1]));
+	host_end_close(&h);
+}
+
+TEST_F(vserial, dirty_log_marks_pages_the_device_wrote)
+{
+	uint64_t features = vs_default_features() | (1ULL << VHOST_F_LOG_ALL);
+	size_t bitmap_len, page, first, last, i;
+	struct host_end h;
+	struct vs_flow f;
+	uint8_t *bitmap;
+	uint64_t base;
+	char *buf;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_open(&self->d, 1));
+	ASSERT_EQ(0, vs_setup(&self->d, vs_default_features(), VS_RING_NUM));
+	/* One bit per 4 KiB page of guest memory; our guest addresses are
+	 * our virtual addresses, so shift the base to land in the bitmap. */
+	bitmap_len = self->d.mem_size / 4096 / 8;
+	bitmap = calloc(1, bitmap_len);
+	ASSERT_NE(NULL, bitmap);
+	base = (uintptr_t)bitmap - (uintptr_t)self->d.mem / 4096 / 8;
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_LOG_BASE, &base));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_FEATURES, &features));
+	ASSERT_EQ(0, vs_start(&self->d));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "log", false));
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 1, 1));
+	ASSERT_EQ(0, open_socket_port(&self->d, 0, &h));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, false, h.peer_wr, MiB, 3));
+	memset(bitmap, 0, bitmap_len);
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	/* Every page of every receive buffer was written and logged. */
+	for (i = 0; i < f.nbufs; i++) {
+		buf = f.bufs[i];
+		first = (buf - self->d.mem) / 4096;
+		last = (buf + f.buf_size - 1 - self->d.mem) / 4096;
+		for (page = first; page <= last; page++)
+			EXPECT_TRUE(bitmap[page / 8] & (1 << (page % 8)))
+				TH_LOG("buffer %zu page %zu not logged", i, page);
+	}
+	host_end_close(&h);
+	free(bitmap);
+}
+
+#ifndef VHOST_NEW_WORKER
+struct vhost_worker_state {
+	unsigned int worker_id;
+};
+
+struct vhost_vring_worker {
+	unsigned int index;
+	unsigned int worker_id;
+};
+
+#define VHOST_NEW_WORKER _IOR(VHOST_VIRTIO, 0x8, struct vhost_worker_state)
+#define VHOST_ATTACH_VRING_WORKER _IOW(VHOST_VIRTIO, 0x15, struct vhost_vring_worker)
+#endif
+
+TEST_F_TIMEOUT(vserial, ports_on_their_own_worker, 120)
+{
+	struct vhost_worker_state w = { 0 };
+	struct vhost_vring_worker vw;
+	struct host_end h[2];
+	struct vs_flow f[4];
+	unsigned int i;
+	int ret;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_open(&self->d, 2));
+	ASSERT_EQ(0, vs_setup(&self->d, vs_default_features(), VS_RING_NUM));
+	ret = vs_ioctl(&self->d, VHOST_NEW_WORKER, &w);
+	if (ret == -ENOTTY)
+		SKIP(return, "kernel has no per-virtqueue vhost workers");
+	ASSERT_EQ(0, ret);
+	/* Port 1's queues move to the new worker. */
+	for (i = vs_rx_vq(1); i <= vs_tx_vq(1); i++) {
+		vw.index = i;
+		vw.worker_id = w.worker_id;
+		ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_ATTACH_VRING_WORKER, &vw));
+	}
+	ASSERT_EQ(0, vs_start(&self->d));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "a", false));
+	ASSERT_EQ(0, vs_add_port(&self->d, 1, "b", false));
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 2, 2));
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(0, open_socket_port(&self->d, i, &h[i]));
+		ASSERT_EQ(0, vs_flow_init(&f[2 * i], &self->d, i, true,
+					  h[i].peer_rd, 8 * MiB, 10 + i));
+		ASSERT_EQ(0, vs_flow_init(&f[2 * i + 1], &self->d, i, false,
+					  h[i].peer_wr, 8 * MiB, 20 + i));
+	}
+	ASSERT_EQ(0, vs_pump(f, 4, VS_TIMEOUT_MS));
+	for (i = 0; i < 4; i++)
+		EXPECT_TRUE(vs_flow_match(&f[i]));
+	host_end_close(&h[0]);
+	host_end_close(&h[1]);
+}
+
 /* ---- malformed input from the guest ---------------------------------------- */
 
 /* Publish a hand-made chain on port 1's tx queue and expect a vq error. */

@@ -1,0 +1,300 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Every check of vhost-serial, for each kernel series given (default: 6.12
+# and 6.1), after scripts/setup.sh has cached the kernels:
+#
+#   - build the module for the kernel (make KERNEL=<s>);
+#   - build the selftests once (make selftests);
+#   - run them in a VM of that kernel (vmtest.sh), log in build/logs/<s>.log,
+#     and count their TAP results;
+#   - sparse of the module for the kernel (make sparse KERNEL=<s>);
+#   - checkpatch once (make checkpatch).
+#
+# Counted as tests: each TAP result ("ok", "not ok", "ok ... # SKIP" is a
+# skip and never a pass), each sparse run and the checkpatch run.  Counted
+# as one extra failure each, named "<s>: <what>": a module or selftest
+# build that failed, a VM that did not finish, a test program that exited
+# non-zero without reporting a "not ok", and bad kernel-log lines.
+#
+# The last line of the output is "N passed, N failed".  The exit status is
+# non-zero when anything failed or nothing ran.
+#
+# Environment:
+#   VSERIAL_TESTPROGS  static test programs to run instead of building and
+#                      running the selftests (space separated; for work on
+#                      this test bed itself)
+#   VMTEST_TIMEOUT     timeout of each VM run in seconds (default 1200)
+set -euo pipefail
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+readonly TOP
+readonly BUILD=$TOP/build
+readonly LOGDIR=$BUILD/logs
+readonly SELFTEST_OUT=$BUILD/selftests
+readonly SELFTEST_PROGS="vserial_test"
+readonly VMTEST=$TOP/tools/testing/selftests/vserial/vmtest.sh
+readonly VM_TIMEOUT=${VMTEST_TIMEOUT:-1200}
+readonly DEFAULT_KERNELS="6.12 6.1"
+# Lines of a failed step's log shown in the output.
+readonly TAIL_LINES=15
+
+total_pass=0
+total_fail=0
+total_skip=0
+# Counts and lists of the kernel being checked.
+k_pass=0
+k_fail=0
+k_skip=0
+k_failed=()
+k_skipped=()
+all_failed=()
+# Set once the selftests were built (or given): the programs to run.
+testprogs=""
+selftests_tried=0
+
+pass() {
+	k_pass=$((k_pass + 1))
+	total_pass=$((total_pass + 1))
+}
+
+# fail NAME [REASON]
+fail() {
+	local what=$1
+
+	if [ $# -gt 1 ] && [ -n "$2" ]; then
+		what="$1 ($2)"
+	fi
+	k_fail=$((k_fail + 1))
+	total_fail=$((total_fail + 1))
+	k_failed+=("$what")
+	all_failed+=("$what")
+}
+
+# skip NAME REASON
+skip() {
+	k_skip=$((k_skip + 1))
+	total_skip=$((total_skip + 1))
+	k_skipped+=("$1${2:+ ($2)}")
+}
+
+reset_kernel_counts() {
+	k_pass=0
+	k_fail=0
+	k_skip=0
+	k_failed=()
+	k_skipped=()
+}
+
+# run_logged LOG CMD...: the command's output goes to LOG; on failure the
+# end of it is shown.
+run_logged() {
+	local logfile=$1
+
+	shift
+	if "$@" >"$logfile" 2>&1; then
+		return 0
+	fi
+	echo "  '$*' failed; end of $logfile:"
+	tail -n $TAIL_LINES "$logfile" | sed 's/^/  | /'
+	return 1
+}
+
+elapsed_since() {
+	echo $(($(date +%s) - $1))
+}
+
+# Builds the selftests the first time a kernel needs them.
+ensure_selftests() {
+	local p
+
+	[ $selftests_tried -eq 1 ] && return 0
+	selftests_tried=1
+	if [ -n "${VSERIAL_TESTPROGS:-}" ]; then
+		testprogs=$VSERIAL_TESTPROGS
+		echo "test programs from VSERIAL_TESTPROGS: $testprogs"
+		return 0
+	fi
+	echo "building the selftests"
+	if ! run_logged "$LOGDIR/selftests-build.log" make -C "$TOP" selftests; then
+		fail "selftests: build"
+		return 1
+	fi
+	for p in $SELFTEST_PROGS; do
+		if [ ! -x "$SELFTEST_OUT/$p" ]; then
+			fail "selftests: build" "$SELFTEST_OUT/$p missing"
+			return 1
+		fi
+		testprogs="$testprogs $SELFTEST_OUT/$p"
+	done
+}
+
+# The TAP result lines of program $2 in cleaned log $1.
+tap_results() {
+	awk -v begin="VMTEST-BEGIN $2" -v end="VMTEST-END $2 " '
+		$0 == begin { inside = 1; next }
+		inside && index($0, end) == 1 { inside = 0; next }
+		inside && /^(not )?ok / { print }' "$1"
+}
+
+# Counts one TAP result line of kernel $1.
+count_result() {
+	local series=$1 line=$2 rest name directive
+
+	rest=${line#not }
+	rest=${rest#ok }
+	rest=${rest#* }			# the test number
+	name=${rest%% # *}
+	directive=""
+	if [ "$name" != "$rest" ]; then
+		directive=${rest#* # }
+	fi
+	shopt -s nocasematch
+	if [[ $line == "not ok "* ]]; then
+		fail "$series: $name" "$directive"
+	elif [[ $directive == skip* ]]; then
+		directive=${directive:4}
+		skip "$series: $name" "${directive# }"
+	else
+		pass
+	fi
+	shopt -u nocasematch
+}
+
+# Counts the results of the VM run of kernel $1 from its log $2.
+count_vm_results() {
+	local series=$1 raw=$2 log p name rc line nots bad fatal
+
+	if [ ! -s "$raw" ]; then
+		fail "$series: vm-finished" "no log"
+		return
+	fi
+	log=$(mktemp)
+	tr -d '\r' <"$raw" >"$log"
+
+	for p in $testprogs; do
+		name=${p##*/}
+		nots=0
+		while IFS= read -r line; do
+			count_result "$series" "$line"
+			if [[ $line == "not ok "* ]]; then
+				nots=$((nots + 1))
+			fi
+		done < <(tap_results "$log" "$name")
+		rc=$(grep -o "VMTEST-END $name rc=[0-9]*" "$log" | tail -n1 | sed 's/.*rc=//' || true)
+		if [ -n "$rc" ] && [ "$rc" -ne 0 ] && [ $nots -eq 0 ]; then
+			if grep -q "^VMTEST-TIMEOUT $name " "$log"; then
+				fail "$series: $name-exit" "rc=$rc, timed out"
+			else
+				fail "$series: $name-exit" "rc=$rc"
+			fi
+		fi
+	done
+
+	fatal=$(sed -n 's/.*VMTEST-FATAL //p' "$log" | head -n1)
+	if [ -n "$fatal" ]; then
+		fail "$series: module-load" "$fatal"
+	elif ! grep -qx 'VMTEST-DONE' "$log"; then
+		fail "$series: vm-finished" "no VMTEST-DONE, see $raw"
+	fi
+
+	bad=$(sed -n 's/^VMTEST-KLOG bad=\([0-9]*\).*/\1/p' "$log" | tail -n1)
+	if [ -n "$bad" ] && [ "$bad" -gt 0 ]; then
+		fail "$series: kernel-log-clean" "$bad bad lines"
+		grep '^VMTEST-KLOG| ' "$log" | sed 's/^VMTEST-KLOG| /  klog: /' || true
+	fi
+	rm -f "$log"
+}
+
+run_vm_tests() {
+	local series=$1 vmlog=$LOGDIR/$1.log rc=0
+
+	# shellcheck disable=SC2086 # a list of paths
+	set -- $testprogs
+	rm -f "$vmlog"
+	echo "running ${*##*/} in a $series VM"
+	"$VMTEST" -k "$series" -m "$BUILD/$series/vhost_serial.ko" -l "$vmlog" \
+		-T "$VM_TIMEOUT" "$@" 2>&1 | sed 's/^/  /' || rc=$?
+	echo "  vmtest.sh exit status $rc; log $vmlog"
+	count_vm_results "$series" "$vmlog"
+}
+
+report_kernel() {
+	local series=$1 secs=$2 s
+
+	echo "$series: $k_pass passed, $k_fail failed, $k_skip skipped"
+	for s in "${k_skipped[@]}"; do
+		echo "  skipped $s"
+	done
+	for s in "${k_failed[@]}"; do
+		echo "  FAILED $s"
+	done
+	echo "$series: wall time ${secs}s"
+}
+
+test_kernel() {
+	local series=$1 start t
+
+	start=$(date +%s)
+	reset_kernel_counts
+	echo "=== $series"
+
+	t=$(date +%s)
+	if run_logged "$LOGDIR/build-$series.log" make -C "$TOP" KERNEL="$series"; then
+		echo "module built for $series ($(elapsed_since "$t")s)"
+		if ensure_selftests && [ -n "$testprogs" ]; then
+			t=$(date +%s)
+			run_vm_tests "$series"
+			echo "VM tests on $series: $(elapsed_since "$t")s"
+		elif [ -z "$testprogs" ]; then
+			echo "no test programs: VM tests of $series not run"
+		fi
+	else
+		fail "$series: build"
+	fi
+
+	t=$(date +%s)
+	if run_logged "$LOGDIR/sparse-$series.log" make -C "$TOP" sparse KERNEL="$series"; then
+		pass
+	else
+		fail "$series: sparse"
+	fi
+	echo "sparse on $series: $(elapsed_since "$t")s"
+
+	report_kernel "$series" "$(elapsed_since "$start")"
+}
+
+test_checkpatch() {
+	reset_kernel_counts
+	echo "=== checkpatch"
+	if run_logged "$LOGDIR/checkpatch.log" make -C "$TOP" checkpatch; then
+		pass
+		echo "checkpatch: passed"
+	else
+		fail "checkpatch"
+		echo "checkpatch: FAILED"
+	fi
+}
+
+main() {
+	local kernels=${*:-$DEFAULT_KERNELS} series start
+
+	start=$(date +%s)
+	mkdir -p "$LOGDIR"
+	for series in $kernels; do
+		test_kernel "$series"
+	done
+	test_checkpatch
+
+	echo "=== total ($(elapsed_since "$start")s)"
+	for series in "${all_failed[@]}"; do
+		echo "FAILED $series"
+	done
+	echo "$total_skip skipped"
+	echo "$total_pass passed, $total_fail failed"
+	if [ $total_fail -gt 0 ] || [ $((total_pass + total_fail)) -eq 0 ]; then
+		exit 1
+	fi
+}
+
+main "$@"
