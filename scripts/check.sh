@@ -33,6 +33,9 @@ readonly BUILD=$TOP/build
 readonly LOGDIR=$BUILD/logs
 readonly SELFTEST_OUT=$BUILD/selftests
 readonly SELFTEST_PROGS="vserial_test"
+# Copies of the programs, so that every kernel runs the same binaries even
+# if they are rebuilt while the check runs.
+readonly PROG_COPIES=$BUILD/check-progs
 readonly VMTEST=$TOP/tools/testing/selftests/vserial/vmtest.sh
 readonly VM_TIMEOUT=${VMTEST_TIMEOUT:-1200}
 readonly DEFAULT_KERNELS="6.12 6.1"
@@ -104,16 +107,35 @@ elapsed_since() {
 	echo $(($(date +%s) - $1))
 }
 
+# Sets testprogs to copies of the programs $@.
+copy_programs() {
+	local p
+
+	rm -rf "$PROG_COPIES"
+	mkdir -p "$PROG_COPIES"
+	testprogs=""
+	for p in "$@"; do
+		if [ ! -x "$p" ]; then
+			fail "selftests: build" "$p missing"
+			testprogs=""
+			return 1
+		fi
+		cp "$p" "$PROG_COPIES/"
+		testprogs="$testprogs $PROG_COPIES/${p##*/}"
+	done
+}
+
 # Builds the selftests the first time a kernel needs them.
 ensure_selftests() {
-	local p
+	local progs=() p
 
 	[ $selftests_tried -eq 1 ] && return 0
 	selftests_tried=1
 	if [ -n "${VSERIAL_TESTPROGS:-}" ]; then
-		testprogs=$VSERIAL_TESTPROGS
-		echo "test programs from VSERIAL_TESTPROGS: $testprogs"
-		return 0
+		echo "test programs from VSERIAL_TESTPROGS: $VSERIAL_TESTPROGS"
+		# shellcheck disable=SC2086 # a list of paths
+		copy_programs $VSERIAL_TESTPROGS
+		return
 	fi
 	echo "building the selftests"
 	if ! run_logged "$LOGDIR/selftests-build.log" make -C "$TOP" selftests; then
@@ -121,12 +143,9 @@ ensure_selftests() {
 		return 1
 	fi
 	for p in $SELFTEST_PROGS; do
-		if [ ! -x "$SELFTEST_OUT/$p" ]; then
-			fail "selftests: build" "$SELFTEST_OUT/$p missing"
-			return 1
-		fi
-		testprogs="$testprogs $SELFTEST_OUT/$p"
+		progs+=("$SELFTEST_OUT/$p")
 	done
+	copy_programs "${progs[@]}"
 }
 
 # The TAP result lines of program $2 in cleaned log $1.

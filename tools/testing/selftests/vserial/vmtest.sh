@@ -69,6 +69,8 @@ tests=()
 tmpdir=""
 qemu_rc=0
 lockfd=""
+kdir=""
+release=""
 
 usage() {
 	cat >&2 <<EOT
@@ -152,6 +154,17 @@ parse_args() {
 	fi
 }
 
+check_tools() {
+	local tool
+
+	command -v "$QEMU" >/dev/null || die "$QEMU not found (package qemu-system-x86)"
+	[ -x "$BUSYBOX" ] || die "$BUSYBOX not found (package busybox-static)"
+	for tool in modinfo cpio xz flock timeout; do
+		command -v $tool >/dev/null ||
+			die "$tool not found (run scripts/setup.sh)"
+	done
+}
+
 # Sets kdir, release: the cached kernel of the series.
 check_kernel() {
 	kdir=$CACHE/kernels/$series
@@ -167,13 +180,12 @@ check_module() {
 	local vermagic
 
 	[ -f "$module" ] || die "module $module not found"
-	if command -v modinfo >/dev/null; then
-		vermagic=$(modinfo -F vermagic "$module")
-		case $vermagic in
-		"$release "*) ;;
-		*) die "$module is built for '${vermagic%% *}', not $release" ;;
-		esac
-	fi
+	vermagic=$(modinfo -F vermagic "$module") ||
+		die "$module is not a kernel module"
+	case $vermagic in
+	"$release "*) ;;
+	*) die "$module is built for '${vermagic%% *}', not $release" ;;
+	esac
 }
 
 check_tests() {
@@ -421,12 +433,17 @@ cpu_model() {
 
 # Waits, at most as long as the run itself may take, until no other VM of
 # this test bed runs.  The lock is held until this script exits.
+# flock runs in the background so that a signal ends the wait at once; the
+# lock belongs to the open file, which this shell keeps.
 take_vm_lock() {
+	local pid
+
 	exec {lockfd}>>"$LOCKFILE"
 	if ! flock -n "$lockfd"; then
 		log "waiting for the VM of another run to finish (lock $LOCKFILE)"
-		flock -w "$timeout" "$lockfd" ||
-			die "another VM held $LOCKFILE for more than ${timeout}s"
+		flock -w "$timeout" "$lockfd" &
+		pid=$!
+		wait $pid || die "another VM held $LOCKFILE for more than ${timeout}s"
 	fi
 }
 
@@ -453,8 +470,15 @@ clean_log() {
 	tr -d '\r' <"$logfile" >"$tmpdir/log"
 }
 
-log_has() {
-	grep -qE "$1" "$tmpdir/log"
+# log_has_line LINE: the log has exactly this line.
+log_has_line() {
+	grep -qxF "$1" "$tmpdir/log"
+}
+
+# log_has_prefix TEXT: a line of the log starts with this text.
+log_has_prefix() {
+	awk -v p="$1" 'index($0, p) == 1 { found = 1; exit }
+		END { exit !found }' "$tmpdir/log"
 }
 
 # Prints the reasons of failure; returns 1 when there is one.
@@ -481,13 +505,13 @@ evaluate() {
 		rc=$(grep -o "VMTEST-END $name rc=[0-9]*" "$tmpdir/log" | tail -n1 |
 		     sed 's/.*rc=//' || true)
 		if [ -z "$rc" ]; then
-			if log_has "VMTEST-BEGIN $name\$"; then
+			if log_has_line "VMTEST-BEGIN $name"; then
 				echo "FAIL: test $name did not finish"
 			else
 				echo "FAIL: test $name did not start"
 			fi
 			failed=1
-		elif log_has "VMTEST-TIMEOUT $name "; then
+		elif log_has_prefix "VMTEST-TIMEOUT $name "; then
 			echo "FAIL: test $name timed out after ${prog_timeout}s (rc=$rc)"
 			failed=1
 		elif [ "$rc" -ne 0 ]; then
@@ -498,7 +522,7 @@ evaluate() {
 		fi
 	done
 
-	if ! log_has '^VMTEST-DONE$'; then
+	if ! log_has_line VMTEST-DONE; then
 		echo "FAIL: VM did not finish (no VMTEST-DONE); last lines of $logfile:"
 		tail -n 30 "$tmpdir/log" | sed 's/^/  | /'
 		failed=1
@@ -523,12 +547,10 @@ main() {
 	local start elapsed uptime
 
 	parse_args "$@"
+	check_tools
 	check_kernel
 	check_module
 	check_tests
-	command -v "$QEMU" >/dev/null || die "$QEMU not found"
-	command -v flock >/dev/null || die "flock not found (package util-linux)"
-	[ -x "$BUSYBOX" ] || die "$BUSYBOX not found (package busybox-static)"
 	mkdir -p "$(dirname "$logfile")"
 
 	tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/vmtest.XXXXXX")
