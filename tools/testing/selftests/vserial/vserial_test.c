@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <linux/vhost.h>
 #include <linux/virtio_config.h>
@@ -868,11 +869,11 @@ TEST_F(vserial, dirty_log_marks_pages_the_device_wrote)
 	/* One bit per 4 KiB page of guest memory; our guest addresses are
 	 * our virtual addresses, so shift the base to land in the bitmap. */
 	bitmap_len = self->d.mem_size / 4096 / 8;
-	bitmap = calloc(1, bitmap_len);
-	ASSERT_NE(NULL, bitmap);
+	/* Mapped high, so that base + offset does not wrap around. */
+	bitmap = mmap(NULL, bitmap_len, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, bitmap);
 	base = (uintptr_t)bitmap - (uintptr_t)self->d.mem / 4096 / 8;
-	TH_LOG("mem %p bitmap %p base %#llx", self->d.mem, bitmap,
-	       (unsigned long long)base);
 	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_LOG_BASE, &base));
 	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_FEATURES, &features));
 	ASSERT_EQ(0, vs_start(&self->d));
@@ -893,7 +894,7 @@ TEST_F(vserial, dirty_log_marks_pages_the_device_wrote)
 				TH_LOG("buffer %zu page %zu not logged", i, page);
 	}
 	host_end_close(&h);
-	free(bitmap);
+	munmap(bitmap, bitmap_len);
 }
 
 #ifndef VHOST_NEW_WORKER
