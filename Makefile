@@ -21,7 +21,10 @@ KENV		 = $(call KCACHE,$(1))/env
 BUILD		:= $(TOP)/build
 SELFTEST_DIR	:= tools/testing/selftests/vserial
 KERNEL_SRCS	:= Kbuild drivers/vhost/serial.c drivers/vhost/serial_compat.h \
-		   include/uapi/linux/vhost_serial.h
+		   include/uapi/linux/vhost_serial.h \
+		   drivers/char/virtio_console.c drivers/char/virtio_console_compat.h
+# Private kernel headers, linked from the matching kernel source.
+PRIVATE_HDRS	:= drivers/vhost/vhost.h drivers/tty/hvc/hvc_console.h
 
 # The kernel-headers directory of a series, from its cached env file.
 kdir = $(shell sed -n 's/^KDIR=//p' $(call KENV,$(1)) | tail -n1)
@@ -36,11 +39,16 @@ $(VSERIAL_CACHE)/kernels/%/env:
 	@scripts/setup.sh $*
 
 # One build tree per kernel: symlinks to the sources, objects beside them.
-$(BUILD)/%/vhost_serial.ko: $(KERNEL_SRCS) $(VSERIAL_CACHE)/kernels/%/env
-	@mkdir -p $(BUILD)/$*/drivers/vhost $(BUILD)/$*/include/uapi/linux
-	@for f in $(KERNEL_SRCS); do ln -sf $(TOP)/$$f $(BUILD)/$*/$$f; done
-	$(MAKE) -C $(call kdir,$*) M=$(BUILD)/$* \
-		VHOST_SRC=$(call KCACHE,$*)/src/drivers/vhost modules
+define link_tree
+	@for f in $(KERNEL_SRCS); do mkdir -p $(1)/$$(dirname $$f); \
+		ln -sf $(TOP)/$$f $(1)/$$f; done
+	@for f in $(PRIVATE_HDRS); do mkdir -p $(1)/$$(dirname $$f); \
+		ln -sf $(call KCACHE,$(2))/src/$$f $(1)/$$f; done
+endef
+
+$(BUILD)/%/vhost_serial.ko $(BUILD)/%/virtio_console.ko: $(KERNEL_SRCS) $(VSERIAL_CACHE)/kernels/%/env
+	$(call link_tree,$(BUILD)/$*,$*)
+	$(MAKE) -C $(call kdir,$*) M=$(BUILD)/$* modules
 
 modules: $(BUILD)/$(KERNEL)/vhost_serial.ko
 
@@ -50,11 +58,9 @@ selftests: $(VSERIAL_CACHE)/kernels/6.12/env
 		STATIC=1
 
 sparse: $(VSERIAL_CACHE)/kernels/$(KERNEL)/env
-	@mkdir -p $(BUILD)/sparse-$(KERNEL)/drivers/vhost $(BUILD)/sparse-$(KERNEL)/include/uapi/linux
-	@for f in $(KERNEL_SRCS); do ln -sf $(TOP)/$$f $(BUILD)/sparse-$(KERNEL)/$$f; done
+	$(call link_tree,$(BUILD)/sparse-$(KERNEL),$(KERNEL))
 	$(MAKE) -C $(call kdir,$(KERNEL)) M=$(BUILD)/sparse-$(KERNEL) C=2 \
-		CF="-D__CHECK_ENDIAN__" W=1 \
-		VHOST_SRC=$(call KCACHE,$(KERNEL))/src/drivers/vhost modules \
+		CF="-D__CHECK_ENDIAN__" W=1 modules \
 		2>&1 | tee $(BUILD)/sparse-$(KERNEL).log
 	@! grep -E 'warning:|error:' $(BUILD)/sparse-$(KERNEL).log
 
@@ -62,7 +68,8 @@ checkpatch: $(VSERIAL_CACHE)/kernels/6.12/env
 	perl $(call KCACHE,6.12)/src/scripts/checkpatch.pl --strict --no-tree \
 		--ignore FILE_PATH_CHANGES,SPDX_LICENSE_TAG \
 		-f drivers/vhost/serial.c drivers/vhost/serial_compat.h \
-		include/uapi/linux/vhost_serial.h
+		include/uapi/linux/vhost_serial.h \
+		drivers/char/virtio_console.c drivers/char/virtio_console_compat.h
 
 check: setup
 	@scripts/check.sh $(KERNELS)

@@ -22,7 +22,7 @@ readonly BASE_PKGS="build-essential bc busybox-static cpio kmod sparse perl
 readonly SRC_FILES="drivers/vhost scripts/checkpatch.pl scripts/spelling.txt
 	scripts/const_structs.checkpatch tools/testing/selftests/kselftest_harness.h
 	tools/testing/selftests/kselftest.h tools/testing/selftests/lib.mk
-	tools/virtio drivers/char/virtio_console.c"
+	tools/virtio drivers/tty/hvc/hvc_console.h"
 
 die() { echo "setup: $*" >&2; exit 1; }
 log() { echo "setup: $*" >&2; }
@@ -66,7 +66,7 @@ resolve_release() {
 }
 
 setup_series() {
-	local series=$1 meta rel ver srcver imgver hdrver dir tarball
+	local series=$1 meta rel srcver imgver hdrver dir tarball files_key
 
 	case $series in
 	6.1)  meta=linux-image-amd64 ;;
@@ -74,6 +74,7 @@ setup_series() {
 	*)    die "unknown kernel series '$series' (6.1 or 6.12)" ;;
 	esac
 	dir=$CACHE/kernels/$series
+	files_key=$(echo "$SRC_FILES" | tr -s ' \t\n' ' ' | md5sum | cut -c1-12)
 
 	if [ -z "$(candidate "$meta")" ] || [ "$(candidate "$meta")" = "(none)" ]; then
 		apt_update_once
@@ -90,6 +91,7 @@ setup_series() {
 		die "version mismatch for $series: image $imgver, headers $hdrver, source $srcver"
 
 	if [ -f "$dir/env" ] && grep -qx "VERSION=$imgver" "$dir/env" &&
+	   grep -qx "FILES=$files_key" "$dir/env" &&
 	   [ "$(pkg_installed_version "linux-headers-$rel")" = "$imgver" ]; then
 		log "$series: $rel ($imgver) cached"
 		return
@@ -125,7 +127,7 @@ setup_series() {
 SERIES=$series
 RELEASE=$rel
 VERSION=$imgver
-KDIR=/lib/modules/$rel/build
+FILES=$files_key
 EOT
 	[ -d "/usr/src/linux-headers-$rel" ] || die "headers for $rel missing"
 	echo "KDIR=/usr/src/linux-headers-$rel" >>"$dir/env"

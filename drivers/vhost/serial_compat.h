@@ -81,10 +81,10 @@ static inline long vhost_serial_worker_ioctl(struct vhost_dev *dev,
 
 static inline void vhost_serial_eventfd_signal(struct eventfd_ctx *ctx)
 {
-#ifdef VHOST_SERIAL_EVENTFD_SIGNAL_NO_COUNT
-	eventfd_signal(ctx);
-#else
+#ifdef VHOST_SERIAL_OLD_EVENTFD_SIGNAL
 	eventfd_signal(ctx, 1);
+#else
+	eventfd_signal(ctx);
 #endif
 }
 

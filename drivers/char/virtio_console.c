@@ -1,0 +1,1638 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * virtio_console: guest driver for the virtio console (virtio-serial) device.
+ *
+ * Generic ports appear as /dev/vportNpM with their name in
+ * /sys/class/virtio-ports/vportNpM/name; console ports as hvc terminals.
+ *
+ * Compared with a driver that sends one page per write and spins for the
+ * device, this one moves bulk data in large scatter-gather buffers (one
+ * descriptor chain per up to VCON_TX_MAX bytes, many in flight), posts
+ * receive buffers larger than a page and drains several per read, and never
+ * waits with interrupts off: console output and control messages are queued
+ * and reclaimed when the device hands them back, or, for the console, handed
+ * to the emergency-write register or dropped when the queue is full.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/cdev.h>
+#include <linux/device.h>
+#include <linux/fs.h>
+#include <linux/freezer.h>
+#include <linux/idr.h>
+#include <linux/kref.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/poll.h>
+#include <linux/sched/signal.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/uio.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_console.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include "virtio_console_compat.h"
+
+/* Receive buffers: larger than a page, a bounded number per port. */
+#define VCON_RX_BUF		(32 * 1024)
+#define VCON_RX_BUFS		16
+/* Largest chain of guest output; longer writes become several chains. */
+#define VCON_TX_MAX		(256 * 1024)
+#define VCON_TX_PAGES		(VCON_TX_MAX / PAGE_SIZE)
+#define VCON_CTRL_BUF		PAGE_SIZE
+#define VCON_CTRL_BUFS		16
+#define VCON_NAME_MAX		255
+/* Queue limit of virtio-pci: at most 511 ports. */
+#define VCON_MAX_PORTS		511
+
+struct vcon_device;
+
+struct vcon_rxbuf {
+	size_t len;		/* bytes the device wrote */
+	size_t offset;		/* bytes already consumed */
+	char data[VCON_RX_BUF];
+};
+
+struct vcon_ctrlbuf {
+	char data[VCON_CTRL_BUF];
+};
+
+/* One chain of guest output: kmalloc'ed bytes, or pages. */
+struct vcon_txbuf {
+	unsigned int nsg;
+	bool pages;
+	struct scatterlist sg[];
+};
+
+struct vcon_ctrl_msg {
+	struct list_head node;
+	struct virtio_console_control c;
+};
+
+struct vcon_port {
+	struct vcon_device *vdev_priv;
+	struct kref kref;
+	u32 id;
+	struct virtqueue *in_vq;
+	struct virtqueue *out_vq;
+
+	/* Guarded by inbuf_lock: in_vq, inbuf, and the flags below. */
+	spinlock_t inbuf_lock;
+	struct vcon_rxbuf *inbuf;
+	bool guest_connected;
+	bool host_connected;
+	bool unplugged;
+
+	spinlock_t outvq_lock;	/* out_vq */
+
+	struct mutex read_lock;	/* one reader copies at a time */
+	wait_queue_head_t waitqueue;
+	struct fasync_struct *async_queue;
+	struct device *dev;
+	char *name;
+
+	/* Console ports. */
+	bool is_console;
+	struct hvc_struct *hvc;
+	u32 vtermno;
+	struct winsize ws;
+	struct list_head console_node;
+};
+
+struct vcon_device {
+	struct virtio_device *vdev;
+	struct kref kref;
+	bool multiport;
+	bool emerg_write;
+	u32 max_nr_ports;
+	int major;
+	unsigned int nvqs;
+	struct virtqueue **vqs;
+	struct virtqueue *c_ivq;
+	struct virtqueue *c_ovq;
+
+	spinlock_t ports_lock;		/* guards ports[] */
+	struct vcon_port **ports;	/* by id */
+
+	spinlock_t c_ivq_lock;		/* guards c_ivq and dead */
+	spinlock_t c_ovq_lock;		/* guards c_ovq, ctrl_pending, dead */
+	struct list_head ctrl_pending;	/* guarded by c_ovq_lock */
+	struct work_struct control_work;
+	struct work_struct config_work;
+	bool dead;
+	struct list_head node;		/* vcon_devices */
+};
+
+static LIST_HEAD(vcon_devices);
+static DEFINE_SPINLOCK(vcon_devices_lock);
+static LIST_HEAD(vcon_consoles);
+static DEFINE_SPINLOCK(vcon_consoles_lock);
+static DEFINE_IDA(vcon_vtermnos);
+
+static const struct attribute_group *vcon_port_groups[];
+
+static struct class vcon_class = {
+	.name = "virtio-ports",
+	.dev_groups = vcon_port_groups,
+};
+
+/* ---- buffers ------------------------------------------------------------- */
+
+static struct vcon_txbuf *
+vcon_txbuf_alloc_bytes(const void *data, size_t len, gfp_t gfp)
+{
+	struct vcon_txbuf *buf;
+	void *bytes;
+
+	buf = kmalloc(struct_size(buf, sg, 1) + len, gfp);
+	if (!buf)
+		return NULL;
+	bytes = (char *)buf + struct_size(buf, sg, 1);
+	memcpy(bytes, data, len);
+	buf->nsg = 1;
+	buf->pages = false;
+	sg_init_one(&buf->sg[0], bytes, len);
+	return buf;
+}
+
+static void vcon_txbuf_free(struct vcon_txbuf *buf)
+{
+	unsigned int i;
+
+	if (buf->pages)
+		for (i = 0; i < buf->nsg; i++)
+			__free_page(sg_page(&buf->sg[i]));
+	kfree(buf);
+}
+
+/* Copy up to VCON_TX_MAX bytes of @from into fresh pages. */
+static struct vcon_txbuf *
+vcon_txbuf_from_iter(struct iov_iter *from, size_t len)
+{
+	unsigned int npages = DIV_ROUND_UP(len, PAGE_SIZE), i;
+	struct vcon_txbuf *buf;
+	struct page *page;
+	size_t n;
+
+	buf = kmalloc(struct_size(buf, sg, npages), GFP_KERNEL);
+	if (!buf)
+		return ERR_PTR(-ENOMEM);
+	buf->pages = true;
+	buf->nsg = 0;
+	sg_init_table(buf->sg, npages);
+	for (i = 0; i < npages; i++) {
+		n = min_t(size_t, len, PAGE_SIZE);
+		page = alloc_page(GFP_KERNEL);
+		if (!page)
+			goto err_free;
+		sg_set_page(&buf->sg[i], page, n, 0);
+		buf->nsg++;
+		if (copy_page_from_iter(page, 0, n, from) != n) {
+			vcon_txbuf_free(buf);
+			return ERR_PTR(-EFAULT);
+		}
+		len -= n;
+	}
+	return buf;
+
+err_free:
+	vcon_txbuf_free(buf);
+	return ERR_PTR(-ENOMEM);
+}
+
+static int vcon_add_inbuf(struct virtqueue *vq, struct vcon_rxbuf *buf)
+{
+	struct scatterlist sg;
+
+	buf->len = 0;
+	buf->offset = 0;
+	sg_init_one(&sg, buf->data, sizeof(buf->data));
+	return virtqueue_add_inbuf(vq, &sg, 1, buf, GFP_ATOMIC);
+}
+
+/* Post receive buffers; called without locks, takes inbuf_lock. */
+static unsigned int vcon_fill_rx(struct vcon_port *port)
+{
+	unsigned int added = 0, i;
+	struct vcon_rxbuf *buf;
+	unsigned long flags;
+	int ret;
+
+	for (i = 0; i < VCON_RX_BUFS; i++) {
+		buf = kmalloc(sizeof(*buf), GFP_KERNEL);
+		if (!buf)
+			break;
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		ret = port->unplugged ? -ENODEV : vcon_add_inbuf(port->in_vq, buf);
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		if (ret) {
+			kfree(buf);
+			break;
+		}
+		added++;
+	}
+	if (added) {
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		virtqueue_kick(port->in_vq);
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	}
+	return added;
+}
+
+/* Take the next filled receive buffer; caller holds inbuf_lock. */
+static struct vcon_rxbuf *vcon_get_inbuf(struct vcon_port *port)
+{
+	struct vcon_rxbuf *buf;
+	unsigned int len;
+
+	if (port->inbuf)
+		return port->inbuf;
+	buf = virtqueue_get_buf(port->in_vq, &len);
+	if (!buf)
+		return NULL;
+	if (len > sizeof(buf->data)) {
+		dev_warn_ratelimited(&port->vdev_priv->vdev->dev,
+				     "port %u: device used %u bytes of a %zu byte buffer\n",
+				     port->id, len, sizeof(buf->data));
+		len = sizeof(buf->data);
+	}
+	buf->len = len;
+	buf->offset = 0;
+	port->inbuf = buf;
+	return buf;
+}
+
+/* Give a consumed buffer back to the device; caller holds inbuf_lock. */
+static void vcon_recycle_inbuf(struct vcon_port *port, struct vcon_rxbuf *buf)
+{
+	if (port->unplugged || vcon_add_inbuf(port->in_vq, buf))
+		kfree(buf);
+}
+
+/* Drop everything received; caller holds inbuf_lock. */
+static void vcon_discard_rx(struct vcon_port *port)
+{
+	struct vcon_rxbuf *buf;
+	unsigned int n = 0;
+
+	if (port->inbuf) {
+		vcon_recycle_inbuf(port, port->inbuf);
+		port->inbuf = NULL;
+		n++;
+	}
+	while ((buf = virtqueue_get_buf(port->in_vq, NULL))) {
+		vcon_recycle_inbuf(port, buf);
+		n++;
+	}
+	if (n && !port->unplugged)
+		virtqueue_kick(port->in_vq);
+}
+
+static bool vcon_has_data(struct vcon_port *port)
+{
+	unsigned long flags;
+	bool ret;
+
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	ret = !port->unplugged && vcon_get_inbuf(port);
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	return ret;
+}
+
+/* Free what the device has finished sending; caller holds outvq_lock. */
+static void vcon_reclaim_tx(struct vcon_port *port)
+{
+	struct vcon_txbuf *buf;
+
+	while ((buf = virtqueue_get_buf(port->out_vq, NULL)))
+		vcon_txbuf_free(buf);
+}
+
+/* ---- control messages ------------------------------------------------------ */
+
+static void vcon_ctrl_reclaim(struct vcon_device *pd)
+{
+	struct vcon_ctrl_msg *msg;
+
+	while ((msg = virtqueue_get_buf(pd->c_ovq, NULL)))
+		kfree(msg);
+}
+
+/* Move queued messages into the ring while it has room; holds c_ovq_lock. */
+static void vcon_ctrl_push(struct vcon_device *pd)
+{
+	struct vcon_ctrl_msg *msg, *tmp;
+	struct scatterlist sg;
+	bool added = false;
+
+	vcon_ctrl_reclaim(pd);
+	list_for_each_entry_safe(msg, tmp, &pd->ctrl_pending, node) {
+		sg_init_one(&sg, &msg->c, sizeof(msg->c));
+		if (virtqueue_add_outbuf(pd->c_ovq, &sg, 1, msg, GFP_ATOMIC))
+			break;
+		list_del(&msg->node);
+		added = true;
+	}
+	if (added)
+		virtqueue_kick(pd->c_ovq);
+}
+
+/*
+ * Send a control message without waiting for the device: it is queued and
+ * freed when the device hands it back, so no caller ever spins with
+ * interrupts off for a device that may not answer.
+ */
+static int vcon_send_ctrl(struct vcon_device *pd, u32 id, u16 event, u16 value)
+{
+	struct virtio_device *vdev = pd->vdev;
+	struct vcon_ctrl_msg *msg;
+	unsigned long flags;
+
+	if (!pd->multiport)
+		return 0;
+	msg = kmalloc(sizeof(*msg), GFP_ATOMIC);
+	if (!msg)
+		return -ENOMEM;
+	msg->c.id = cpu_to_virtio32(vdev, id);
+	msg->c.event = cpu_to_virtio16(vdev, event);
+	msg->c.value = cpu_to_virtio16(vdev, value);
+
+	spin_lock_irqsave(&pd->c_ovq_lock, flags);
+	if (pd->dead) {
+		spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
+		kfree(msg);
+		return -ENODEV;
+	}
+	list_add_tail(&msg->node, &pd->ctrl_pending);
+	vcon_ctrl_push(pd);
+	spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
+	return 0;
+}
+
+static void vcon_ctrl_out_intr(struct virtqueue *vq)
+{
+	struct vcon_device *pd = vq->vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&pd->c_ovq_lock, flags);
+	vcon_ctrl_push(pd);
+	spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
+}
+
+/* ---- ports: lookup and lifetime -------------------------------------------- */
+
+static void vcon_device_release(struct kref *kref)
+{
+	struct vcon_device *pd = container_of(kref, struct vcon_device, kref);
+
+	kfree(pd->ports);
+	kfree(pd->vqs);
+	kfree(pd);
+}
+
+static void vcon_port_release(struct kref *kref)
+{
+	struct vcon_port *port = container_of(kref, struct vcon_port, kref);
+	struct vcon_device *pd = port->vdev_priv;
+
+	kfree(port->name);
+	kfree(port);
+	kref_put(&pd->kref, vcon_device_release);
+}
+
+static struct vcon_port *vcon_port_get(struct vcon_device *pd, u32 id)
+{
+	struct vcon_port *port = NULL;
+	unsigned long flags;
+
+	if (id >= pd->max_nr_ports)
+		return NULL;
+	spin_lock_irqsave(&pd->ports_lock, flags);
+	if (pd->ports[id]) {
+		port = pd->ports[id];
+		kref_get(&port->kref);
+	}
+	spin_unlock_irqrestore(&pd->ports_lock, flags);
+	return port;
+}
+
+static void vcon_port_put(struct vcon_port *port)
+{
+	kref_put(&port->kref, vcon_port_release);
+}
+
+/* ---- hvc consoles ----------------------------------------------------------- */
+
+static struct vcon_port *vcon_console_by_vtermno(u32 vtermno)
+{
+	struct vcon_port *port, *found = NULL;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vcon_consoles_lock, flags);
+	list_for_each_entry(port, &vcon_consoles, console_node) {
+		if (port->vtermno == vtermno) {
+			found = port;
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&vcon_consoles_lock, flags);
+	return found;
+}
+
+/* Last resort for console output: the config space register. */
+static void vcon_emerg_write(struct vcon_device *pd, const u8 *buf,
+			     size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		virtio_cwrite32(pd->vdev,
+				offsetof(struct virtio_console_config, emerg_wr),
+				buf[i]);
+}
+
+ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
+{
+	struct vcon_port *port = vcon_console_by_vtermno(vtermno);
+	struct vcon_txbuf *tx;
+	unsigned long flags;
+	int ret = -ENODEV;
+
+	if (!port)
+		return -EPIPE;
+	tx = vcon_txbuf_alloc_bytes(buf, count, GFP_ATOMIC);
+	if (!tx)
+		return 0;	/* hvc retries later */
+
+	spin_lock_irqsave(&port->outvq_lock, flags);
+	if (!port->unplugged) {
+		vcon_reclaim_tx(port);
+		ret = virtqueue_add_outbuf(port->out_vq, tx->sg, 1, tx,
+					   GFP_ATOMIC);
+		if (!ret)
+			virtqueue_kick(port->out_vq);
+	}
+	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	if (!ret)
+		return count;
+	vcon_txbuf_free(tx);
+	/*
+	 * The device is not taking console output.  Waiting here would hang
+	 * a CPU that may have interrupts off; use the emergency register if
+	 * the device has one, else drop the output like a serial line with
+	 * nothing attached.
+	 */
+	if (port->vdev_priv->emerg_write) {
+		vcon_emerg_write(port->vdev_priv, buf, count);
+		return count;
+	}
+	return 0;
+}
+
+ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
+{
+	struct vcon_port *port = vcon_console_by_vtermno(vtermno);
+	struct vcon_rxbuf *rx;
+	unsigned long flags;
+	size_t done = 0, n;
+	bool recycled = false;
+
+	if (!port)
+		return -EPIPE;
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	while (done < count && !port->unplugged &&
+	       (rx = vcon_get_inbuf(port))) {
+		n = min(count - done, rx->len - rx->offset);
+		memcpy(buf + done, rx->data + rx->offset, n);
+		rx->offset += n;
+		done += n;
+		if (rx->offset == rx->len) {
+			port->inbuf = NULL;
+			vcon_recycle_inbuf(port, rx);
+			recycled = true;
+		}
+	}
+	if (recycled && !port->unplugged)
+		virtqueue_kick(port->in_vq);
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	return done;
+}
+
+static int vcon_notifier_add(struct hvc_struct *hp, int data)
+{
+	hp->irq_requested = 1;
+	return 0;
+}
+
+static void vcon_notifier_del(struct hvc_struct *hp, int data)
+{
+	hp->irq_requested = 0;
+}
+
+static const struct hv_ops vcon_hv_ops = {
+	.get_chars = vcon_hvc_get_chars,
+	.put_chars = vcon_hvc_put_chars,
+	.notifier_add = vcon_notifier_add,
+	.notifier_del = vcon_notifier_del,
+	.notifier_hangup = vcon_notifier_del,
+};
+
+static void vcon_console_resize(struct vcon_port *port, u16 rows, u16 cols)
+{
+	if (!port->is_console)
+		return;
+	port->ws.ws_row = rows;
+	port->ws.ws_col = cols;
+	if (port->hvc)
+		__hvc_resize(port->hvc, port->ws);
+}
+
+static int vcon_console_init(struct vcon_port *port)
+{
+	unsigned long flags;
+	int vtermno;
+
+	/* vtermno 0 is left to an early console. */
+	vtermno = ida_alloc_min(&vcon_vtermnos, 1, GFP_KERNEL);
+	if (vtermno < 0)
+		return vtermno;
+	port->vtermno = vtermno;
+	port->is_console = true;
+	spin_lock_irqsave(&vcon_consoles_lock, flags);
+	list_add_tail(&port->console_node, &vcon_consoles);
+	spin_unlock_irqrestore(&vcon_consoles_lock, flags);
+
+	port->hvc = hvc_alloc(port->vtermno, 0, &vcon_hv_ops, PAGE_SIZE);
+	if (IS_ERR(port->hvc)) {
+		int ret = PTR_ERR(port->hvc);
+
+		port->hvc = NULL;
+		spin_lock_irqsave(&vcon_consoles_lock, flags);
+		list_del(&port->console_node);
+		spin_unlock_irqrestore(&vcon_consoles_lock, flags);
+		ida_free(&vcon_vtermnos, port->vtermno);
+		port->is_console = false;
+		return ret;
+	}
+	if (port->ws.ws_row || port->ws.ws_col)
+		__hvc_resize(port->hvc, port->ws);
+	/* A console is always open on the guest side. */
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	port->guest_connected = true;
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	vcon_send_ctrl(port->vdev_priv, port->id, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	return 0;
+}
+
+static void vcon_console_exit(struct vcon_port *port)
+{
+	unsigned long flags;
+
+	if (!port->is_console)
+		return;
+	spin_lock_irqsave(&vcon_consoles_lock, flags);
+	list_del(&port->console_node);
+	spin_unlock_irqrestore(&vcon_consoles_lock, flags);
+	if (port->hvc)
+		hvc_remove(port->hvc);
+	port->hvc = NULL;
+	ida_free(&vcon_vtermnos, port->vtermno);
+}
+
+/* ---- character device ------------------------------------------------------ */
+
+static bool vcon_read_blocks(struct vcon_port *port)
+{
+	unsigned long flags;
+	bool blocks;
+
+	if (vcon_has_data(port))
+		return false;
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	blocks = port->host_connected && !port->unplugged;
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	return blocks;
+}
+
+static bool vcon_write_blocks(struct vcon_port *port)
+{
+	unsigned long flags;
+	bool blocks;
+
+	spin_lock_irqsave(&port->outvq_lock, flags);
+	if (port->unplugged) {
+		blocks = false;
+	} else {
+		vcon_reclaim_tx(port);
+		blocks = !port->out_vq->num_free;
+	}
+	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	return blocks;
+}
+
+static bool vcon_nonblock(struct kiocb *iocb)
+{
+	return (iocb->ki_filp->f_flags & O_NONBLOCK) ||
+	       (iocb->ki_flags & IOCB_NOWAIT);
+}
+
+/* Copy received data out, across as many buffers as @to takes. */
+static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
+{
+	struct vcon_rxbuf *rx;
+	unsigned long flags;
+	bool recycled = false;
+	ssize_t done = 0;
+	size_t n, copied;
+
+	while (iov_iter_count(to)) {
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		rx = port->unplugged ? NULL : vcon_get_inbuf(port);
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		if (!rx)
+			break;
+
+		/* read_lock keeps rx ours while we copy without the spinlock. */
+		n = min(iov_iter_count(to), rx->len - rx->offset);
+		copied = copy_to_iter(rx->data + rx->offset, n, to);
+		rx->offset += copied;
+		done += copied;
+
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		if (rx->offset == rx->len && port->inbuf == rx) {
+			port->inbuf = NULL;
+			vcon_recycle_inbuf(port, rx);
+			recycled = true;
+		}
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		if (copied < n) {
+			if (!done)
+				done = -EFAULT;
+			break;
+		}
+	}
+	if (recycled) {
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		if (!port->unplugged)
+			virtqueue_kick(port->in_vq);
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	}
+	return done;
+}
+
+static ssize_t vcon_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct vcon_port *port = iocb->ki_filp->private_data;
+	ssize_t ret;
+
+	if (!iov_iter_count(to))
+		return 0;
+	if (vcon_read_blocks(port)) {
+		if (vcon_nonblock(iocb))
+			return -EAGAIN;
+		ret = wait_event_freezable(port->waitqueue,
+					   !vcon_read_blocks(port));
+		if (ret < 0)
+			return ret;
+	}
+	if (READ_ONCE(port->unplugged))
+		return -ENODEV;
+
+	mutex_lock(&port->read_lock);
+	ret = vcon_copy_out(port, to);
+	mutex_unlock(&port->read_lock);
+	/* No data and the host is gone: end of file. */
+	return ret;
+}
+
+static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
+{
+	unsigned long flags;
+	int ret;
+
+	spin_lock_irqsave(&port->outvq_lock, flags);
+	if (port->unplugged) {
+		ret = -ENODEV;
+	} else {
+		vcon_reclaim_tx(port);
+		ret = virtqueue_add_outbuf(port->out_vq, buf->sg, buf->nsg, buf,
+					   GFP_ATOMIC);
+		if (!ret)
+			virtqueue_kick(port->out_vq);
+	}
+	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	return ret;
+}
+
+static ssize_t vcon_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct vcon_port *port = iocb->ki_filp->private_data;
+	struct vcon_txbuf *buf;
+	ssize_t done = 0;
+	size_t n;
+	int ret = 0;
+
+	while (iov_iter_count(from)) {
+		if (READ_ONCE(port->unplugged)) {
+			ret = -ENODEV;
+			break;
+		}
+		if (vcon_write_blocks(port)) {
+			if (vcon_nonblock(iocb)) {
+				ret = -EAGAIN;
+				break;
+			}
+			ret = wait_event_freezable(port->waitqueue,
+						   !vcon_write_blocks(port));
+			if (ret < 0)
+				break;
+			continue;
+		}
+		n = min_t(size_t, iov_iter_count(from), VCON_TX_MAX);
+		buf = vcon_txbuf_from_iter(from, n);
+		if (IS_ERR(buf)) {
+			ret = PTR_ERR(buf);
+			break;
+		}
+		ret = vcon_queue_tx(port, buf);
+		if (ret == -ENOSPC) {
+			/* Raced with another writer; put the bytes back. */
+			iov_iter_revert(from, n);
+			vcon_txbuf_free(buf);
+			ret = 0;
+			continue;
+		}
+		if (ret) {
+			iov_iter_revert(from, n);
+			vcon_txbuf_free(buf);
+			break;
+		}
+		done += n;
+	}
+	return done ? done : ret;
+}
+
+static __poll_t vcon_poll(struct file *filp, poll_table *wait)
+{
+	struct vcon_port *port = filp->private_data;
+	__poll_t mask = 0;
+
+	poll_wait(filp, &port->waitqueue, wait);
+	if (READ_ONCE(port->unplugged))
+		return EPOLLHUP;
+	if (!vcon_read_blocks(port))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (!vcon_write_blocks(port))
+		mask |= EPOLLOUT | EPOLLWRNORM;
+	if (!READ_ONCE(port->host_connected))
+		mask |= EPOLLHUP;
+	return mask;
+}
+
+static struct vcon_device *vcon_device_by_major(int major)
+{
+	struct vcon_device *pd, *found = NULL;
+
+	spin_lock(&vcon_devices_lock);
+	list_for_each_entry(pd, &vcon_devices, node) {
+		if (pd->major == major && !pd->dead) {
+			found = pd;
+			kref_get(&pd->kref);
+			break;
+		}
+	}
+	spin_unlock(&vcon_devices_lock);
+	return found;
+}
+
+static int vcon_open(struct inode *inode, struct file *filp)
+{
+	struct vcon_device *pd = vcon_device_by_major(imajor(inode));
+	struct vcon_port *port;
+	unsigned long flags;
+	int ret;
+
+	if (!pd)
+		return -ENXIO;
+	port = vcon_port_get(pd, iminor(inode));
+	kref_put(&pd->kref, vcon_device_release);
+	if (!port)
+		return -ENXIO;
+
+	/* Consoles belong to hvc. */
+	ret = -ENXIO;
+	if (port->is_console)
+		goto err_put;
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	if (port->unplugged) {
+		ret = -ENXIO;
+	} else if (port->guest_connected) {
+		ret = -EBUSY;
+	} else {
+		port->guest_connected = true;
+		ret = 0;
+	}
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	if (ret)
+		goto err_put;
+
+	filp->private_data = port;
+	nonseekable_open(inode, filp);
+	vcon_send_ctrl(pd, port->id, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	return 0;
+
+err_put:
+	vcon_port_put(port);
+	return ret;
+}
+
+static int vcon_fasync(int fd, struct file *filp, int mode)
+{
+	struct vcon_port *port = filp->private_data;
+
+	return fasync_helper(fd, filp, mode, &port->async_queue);
+}
+
+static int vcon_release(struct inode *inode, struct file *filp)
+{
+	struct vcon_port *port = filp->private_data;
+	unsigned long flags;
+	bool unplugged;
+
+	vcon_fasync(-1, filp, 0);
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	port->guest_connected = false;
+	unplugged = port->unplugged;
+	/* Data the next opener never asked for is dropped, as before. */
+	vcon_discard_rx(port);
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	if (!unplugged)
+		vcon_send_ctrl(port->vdev_priv, port->id,
+			       VIRTIO_CONSOLE_PORT_OPEN, 0);
+	spin_lock_irqsave(&port->outvq_lock, flags);
+	if (!port->unplugged)
+		vcon_reclaim_tx(port);
+	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	vcon_port_put(port);
+	return 0;
+}
+
+static const struct file_operations vcon_fops = {
+	.owner		= THIS_MODULE,
+	.open		= vcon_open,
+	.release	= vcon_release,
+	.read_iter	= vcon_read_iter,
+	.write_iter	= vcon_write_iter,
+	.splice_read	= vcon_splice_read,
+	.splice_write	= iter_file_splice_write,
+	.poll		= vcon_poll,
+	.fasync		= vcon_fasync,
+};
+
+/* ---- sysfs ------------------------------------------------------------------ */
+
+static ssize_t name_show(struct device *dev, struct device_attribute *attr,
+			 char *buf)
+{
+	struct vcon_port *port = dev_get_drvdata(dev);
+
+	if (!port || !port->name)
+		return 0;
+	return sysfs_emit(buf, "%s\n", port->name);
+}
+static DEVICE_ATTR_RO(name);
+
+static struct attribute *vcon_port_attrs[] = {
+	&dev_attr_name.attr,
+	NULL,
+};
+
+static const struct attribute_group vcon_port_group = {
+	.attrs = vcon_port_attrs,
+};
+
+static const struct attribute_group *vcon_port_groups[] = {
+	&vcon_port_group,
+	NULL,
+};
+
+/* ---- port add and remove ----------------------------------------------------- */
+
+static void vcon_wake(struct vcon_port *port, int band)
+{
+	wake_up_interruptible(&port->waitqueue);
+	kill_fasync(&port->async_queue, SIGIO, band);
+}
+
+static int vcon_add_port(struct vcon_device *pd, u32 id)
+{
+	struct virtio_device *vdev = pd->vdev;
+	struct vcon_port *port;
+	unsigned long flags;
+	int ret;
+
+	port = kzalloc(sizeof(*port), GFP_KERNEL);
+	if (!port)
+		return -ENOMEM;
+	kref_init(&port->kref);
+	kref_get(&pd->kref);
+	port->vdev_priv = pd;
+	port->id = id;
+	port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
+	port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
+	spin_lock_init(&port->inbuf_lock);
+	spin_lock_init(&port->outvq_lock);
+	mutex_init(&port->read_lock);
+	init_waitqueue_head(&port->waitqueue);
+	INIT_LIST_HEAD(&port->console_node);
+	/* Without multiport the host end is always there. */
+	port->host_connected = !pd->multiport;
+
+	if (!vcon_fill_rx(port)) {
+		ret = -ENOMEM;
+		goto err_put;
+	}
+
+	spin_lock_irqsave(&pd->ports_lock, flags);
+	pd->ports[id] = port;
+	spin_unlock_irqrestore(&pd->ports_lock, flags);
+
+	port->dev = device_create(&vcon_class, &vdev->dev,
+				  MKDEV(pd->major, id), port, "vport%up%u",
+				  vdev->index, id);
+	if (IS_ERR(port->dev)) {
+		ret = PTR_ERR(port->dev);
+		port->dev = NULL;
+		dev_err(&vdev->dev, "port %u: no device node (%d)\n", id, ret);
+	}
+
+	if (!pd->multiport) {
+		/* The single port of a legacy device is its console. */
+		port->ws.ws_col = 0;
+		vcon_console_init(port);
+	}
+	vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 1);
+	return 0;
+
+err_put:
+	vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 0);
+	vcon_port_put(port);
+	return ret;
+}
+
+/* Detach all buffers of a port's queues; the device no longer uses them. */
+static void vcon_port_drop_buffers(struct vcon_port *port)
+{
+	struct vcon_rxbuf *rx;
+	struct vcon_txbuf *tx;
+
+	kfree(port->inbuf);
+	port->inbuf = NULL;
+	while ((rx = virtqueue_get_buf(port->in_vq, NULL)))
+		kfree(rx);
+	while ((rx = virtqueue_detach_unused_buf(port->in_vq)))
+		kfree(rx);
+	while ((tx = virtqueue_get_buf(port->out_vq, NULL)))
+		vcon_txbuf_free(tx);
+	while ((tx = virtqueue_detach_unused_buf(port->out_vq)))
+		vcon_txbuf_free(tx);
+}
+
+/*
+ * Hot-unplug (or device removal): mark the port dead under both queue
+ * locks, so that no file operation touches its queues afterwards, then wake
+ * everybody waiting on it.
+ */
+static void vcon_remove_port(struct vcon_port *port)
+{
+	struct vcon_device *pd = port->vdev_priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&pd->ports_lock, flags);
+	pd->ports[port->id] = NULL;
+	spin_unlock_irqrestore(&pd->ports_lock, flags);
+
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock(&port->outvq_lock);
+	port->unplugged = true;
+	port->host_connected = false;
+	vcon_port_drop_buffers(port);
+	spin_unlock(&port->outvq_lock);
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+
+	vcon_wake(port, POLL_HUP);
+	vcon_console_exit(port);
+	if (port->dev)
+		device_destroy(&vcon_class, MKDEV(pd->major, port->id));
+	port->dev = NULL;
+	vcon_port_put(port);
+}
+
+static void vcon_set_name(struct vcon_port *port, const char *name,
+			  size_t len)
+{
+	char *copy;
+
+	if (port->name)
+		return;		/* names do not change */
+	len = strnlen(name, min_t(size_t, len, VCON_NAME_MAX));
+	copy = kmemdup_nul(name, len, GFP_KERNEL);
+	if (!copy)
+		return;
+	port->name = copy;
+	/* udev creates /dev/virtio-ports/NAME on this event. */
+	if (port->dev)
+		kobject_uevent(&port->dev->kobj, KOBJ_CHANGE);
+}
+
+static void vcon_set_host_connected(struct vcon_port *port, bool connected)
+{
+	unsigned long flags;
+	bool changed;
+
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	changed = port->host_connected != connected;
+	port->host_connected = connected;
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	if (changed)
+		vcon_wake(port, connected ? POLL_IN : POLL_HUP);
+	if (port->is_console && port->hvc && hvc_poll(port->hvc))
+		hvc_kick();
+}
+
+static void vcon_handle_ctrl(struct vcon_device *pd, const char *data,
+			     size_t len)
+{
+	struct virtio_device *vdev = pd->vdev;
+	struct virtio_console_control c;
+	struct vcon_port *port;
+	u16 event, value;
+	u32 id;
+
+	if (len < sizeof(c)) {
+		dev_warn_ratelimited(&vdev->dev, "short control message (%zu bytes)\n",
+				     len);
+		return;
+	}
+	memcpy(&c, data, sizeof(c));
+	id = virtio32_to_cpu(vdev, c.id);
+	event = virtio16_to_cpu(vdev, c.event);
+	value = virtio16_to_cpu(vdev, c.value);
+
+	if (id >= pd->max_nr_ports) {
+		dev_warn_ratelimited(&vdev->dev, "control event %u for bad port %u\n",
+				     event, id);
+		return;
+	}
+	if (event == VIRTIO_CONSOLE_PORT_ADD) {
+		port = vcon_port_get(pd, id);
+		if (port) {
+			/* Already there: tell the host it is ready again. */
+			vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 1);
+			vcon_port_put(port);
+			return;
+		}
+		vcon_add_port(pd, id);
+		return;
+	}
+
+	port = vcon_port_get(pd, id);
+	if (!port) {
+		dev_dbg_ratelimited(&vdev->dev, "control event %u for unknown port %u\n",
+				    event, id);
+		return;
+	}
+	switch (event) {
+	case VIRTIO_CONSOLE_CONSOLE_PORT:
+		if (value && !port->is_console && !port->guest_connected)
+			vcon_console_init(port);
+		break;
+	case VIRTIO_CONSOLE_RESIZE: {
+		struct { __virtio16 cols, rows; } size;
+
+		if (len < sizeof(c) + sizeof(size))
+			break;
+		memcpy(&size, data + sizeof(c), sizeof(size));
+		/* The spec's order: columns, then rows. */
+		vcon_console_resize(port, virtio16_to_cpu(vdev, size.rows),
+				    virtio16_to_cpu(vdev, size.cols));
+		break;
+	}
+	case VIRTIO_CONSOLE_PORT_OPEN:
+		vcon_set_host_connected(port, value);
+		break;
+	case VIRTIO_CONSOLE_PORT_NAME:
+		vcon_set_name(port, data + sizeof(c), len - sizeof(c));
+		break;
+	case VIRTIO_CONSOLE_PORT_REMOVE:
+		vcon_remove_port(port);
+		break;
+	default:
+		dev_dbg_ratelimited(&vdev->dev, "unknown control event %u\n",
+				    event);
+		break;
+	}
+	vcon_port_put(port);
+}
+
+/* Caller holds c_ivq_lock. */
+static int vcon_add_ctrl_inbuf(struct vcon_device *pd, struct vcon_ctrlbuf *buf)
+{
+	struct scatterlist sg;
+
+	sg_init_one(&sg, buf->data, sizeof(buf->data));
+	return virtqueue_add_inbuf(pd->c_ivq, &sg, 1, buf, GFP_ATOMIC);
+}
+
+static int vcon_fill_ctrl(struct vcon_device *pd)
+{
+	struct vcon_ctrlbuf *buf;
+	unsigned int i, added = 0;
+	unsigned long flags;
+	int ret;
+
+	for (i = 0; i < VCON_CTRL_BUFS; i++) {
+		buf = kmalloc(sizeof(*buf), GFP_KERNEL);
+		if (!buf)
+			break;
+		spin_lock_irqsave(&pd->c_ivq_lock, flags);
+		ret = vcon_add_ctrl_inbuf(pd, buf);
+		spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+		if (ret) {
+			kfree(buf);
+			break;
+		}
+		added++;
+	}
+	return added ? 0 : -ENOMEM;
+}
+
+static void vcon_control_work(struct work_struct *work)
+{
+	struct vcon_device *pd = container_of(work, struct vcon_device,
+					      control_work);
+	struct vcon_ctrlbuf *buf;
+	unsigned long flags;
+	unsigned int len;
+
+	for (;;) {
+		spin_lock_irqsave(&pd->c_ivq_lock, flags);
+		buf = pd->dead ? NULL : virtqueue_get_buf(pd->c_ivq, &len);
+		spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+		if (!buf)
+			break;
+		if (len > sizeof(buf->data)) {
+			dev_warn_ratelimited(&pd->vdev->dev,
+					     "control buffer overrun (%u bytes)\n",
+					     len);
+			len = sizeof(buf->data);
+		}
+		vcon_handle_ctrl(pd, buf->data, len);
+
+		spin_lock_irqsave(&pd->c_ivq_lock, flags);
+		if (pd->dead || vcon_add_ctrl_inbuf(pd, buf))
+			kfree(buf);
+		else
+			virtqueue_kick(pd->c_ivq);
+		spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+	}
+}
+
+/* ---- interrupts ------------------------------------------------------------- */
+
+static struct vcon_port *vcon_vq_port(struct virtqueue *vq)
+{
+	struct vcon_device *pd = vq->vdev->priv;
+	unsigned int idx = vq->index;
+
+	return vcon_port_get(pd, idx < 2 ? 0 : (idx - 2) / 2);
+}
+
+static void vcon_in_intr(struct virtqueue *vq)
+{
+	struct vcon_port *port = vcon_vq_port(vq);
+	unsigned long flags;
+	bool discard;
+
+	if (!port)
+		return;
+	spin_lock_irqsave(&port->inbuf_lock, flags);
+	/* Data for a port nobody has open is not kept for a later opener. */
+	discard = !port->guest_connected && !port->unplugged;
+	if (discard)
+		vcon_discard_rx(port);
+	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+
+	if (!discard)
+		vcon_wake(port, POLL_IN);
+	if (port->is_console && port->hvc && hvc_poll(port->hvc))
+		hvc_kick();
+	vcon_port_put(port);
+}
+
+static void vcon_out_intr(struct virtqueue *vq)
+{
+	struct vcon_port *port = vcon_vq_port(vq);
+	unsigned long flags;
+
+	if (!port)
+		return;
+	spin_lock_irqsave(&port->outvq_lock, flags);
+	if (!port->unplugged)
+		vcon_reclaim_tx(port);
+	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	wake_up_interruptible(&port->waitqueue);
+	vcon_port_put(port);
+}
+
+static void vcon_ctrl_in_intr(struct virtqueue *vq)
+{
+	struct vcon_device *pd = vq->vdev->priv;
+
+	schedule_work(&pd->control_work);
+}
+
+static void vcon_config_work(struct work_struct *work)
+{
+	struct vcon_device *pd = container_of(work, struct vcon_device,
+					      config_work);
+	struct virtio_device *vdev = pd->vdev;
+	struct vcon_port *port;
+	u16 rows, cols;
+
+	if (!virtio_has_feature(vdev, VIRTIO_CONSOLE_F_SIZE))
+		return;
+	virtio_cread(vdev, struct virtio_console_config, cols, &cols);
+	virtio_cread(vdev, struct virtio_console_config, rows, &rows);
+	/* The config space size belongs to the console on port 0. */
+	port = vcon_port_get(pd, 0);
+	if (!port)
+		return;
+	vcon_console_resize(port, rows, cols);
+	vcon_port_put(port);
+}
+
+static void vcon_config_changed(struct virtio_device *vdev)
+{
+	struct vcon_device *pd = vdev->priv;
+
+	if (!pd->multiport)
+		schedule_work(&pd->config_work);
+}
+
+/* ---- probe and remove -------------------------------------------------------- */
+
+static int vcon_init_vqs(struct vcon_device *pd)
+{
+	vq_callback_t **callbacks;
+	unsigned int i, nvqs = pd->nvqs;
+	const char **names;
+	int ret = -ENOMEM;
+
+	callbacks = kcalloc(nvqs, sizeof(*callbacks), GFP_KERNEL);
+	names = kcalloc(nvqs, sizeof(*names), GFP_KERNEL);
+	if (!callbacks || !names)
+		goto out_free;
+	for (i = 0; i < nvqs; i++) {
+		if (i == 2) {
+			callbacks[i] = vcon_ctrl_in_intr;
+			names[i] = "control-i";
+		} else if (i == 3) {
+			callbacks[i] = vcon_ctrl_out_intr;
+			names[i] = "control-o";
+		} else if (i % 2 == 0) {
+			callbacks[i] = vcon_in_intr;
+			names[i] = "input";
+		} else {
+			callbacks[i] = vcon_out_intr;
+			names[i] = "output";
+		}
+	}
+	ret = vcon_find_vqs(pd->vdev, nvqs, pd->vqs, callbacks, names);
+	if (ret)
+		goto out_free;
+	if (pd->multiport) {
+		pd->c_ivq = pd->vqs[2];
+		pd->c_ovq = pd->vqs[3];
+	}
+out_free:
+	kfree(names);
+	kfree(callbacks);
+	return ret;
+}
+
+static void vcon_drop_ctrl_buffers(struct vcon_device *pd)
+{
+	struct vcon_ctrl_msg *msg, *tmp;
+	void *buf;
+
+	if (!pd->multiport)
+		return;
+	while ((buf = virtqueue_detach_unused_buf(pd->c_ivq)))
+		kfree(buf);
+	while ((buf = virtqueue_get_buf(pd->c_ovq, NULL)))
+		kfree(buf);
+	while ((buf = virtqueue_detach_unused_buf(pd->c_ovq)))
+		kfree(buf);
+	list_for_each_entry_safe(msg, tmp, &pd->ctrl_pending, node) {
+		list_del(&msg->node);
+		kfree(msg);
+	}
+}
+
+static int vcon_read_config(struct vcon_device *pd)
+{
+	struct virtio_device *vdev = pd->vdev;
+	u32 max = 1;
+
+	pd->multiport = virtio_has_feature(vdev, VIRTIO_CONSOLE_F_MULTIPORT);
+	pd->emerg_write = virtio_has_feature(vdev, VIRTIO_CONSOLE_F_EMERG_WRITE);
+	if (pd->multiport) {
+		virtio_cread(vdev, struct virtio_console_config, max_nr_ports,
+			     &max);
+		if (!max || max > VCON_MAX_PORTS) {
+			dev_err(&vdev->dev, "device offers %u ports (1..%u)\n",
+				max, VCON_MAX_PORTS);
+			return -EINVAL;
+		}
+	}
+	pd->max_nr_ports = max;
+	pd->nvqs = pd->multiport ? 2 * max + 2 : 2;
+	return 0;
+}
+
+static int vcon_start(struct vcon_device *pd)
+{
+	int ret;
+
+	if (!pd->multiport) {
+		virtio_device_ready(pd->vdev);
+		return vcon_add_port(pd, 0);
+	}
+	ret = vcon_fill_ctrl(pd);
+	if (ret)
+		return ret;
+	virtio_device_ready(pd->vdev);
+	spin_lock_irq(&pd->c_ivq_lock);
+	virtqueue_kick(pd->c_ivq);
+	spin_unlock_irq(&pd->c_ivq_lock);
+	return vcon_send_ctrl(pd, VIRTIO_CONSOLE_BAD_ID,
+			      VIRTIO_CONSOLE_DEVICE_READY, 1);
+}
+
+static int vcon_probe(struct virtio_device *vdev)
+{
+	struct vcon_device *pd;
+	int ret;
+
+	if (!vdev->config->get) {
+		dev_err(&vdev->dev, "transport has no config space access\n");
+		return -EINVAL;
+	}
+	pd = kzalloc(sizeof(*pd), GFP_KERNEL);
+	if (!pd)
+		return -ENOMEM;
+	kref_init(&pd->kref);
+	pd->vdev = vdev;
+	vdev->priv = pd;
+	spin_lock_init(&pd->ports_lock);
+	spin_lock_init(&pd->c_ivq_lock);
+	spin_lock_init(&pd->c_ovq_lock);
+	INIT_LIST_HEAD(&pd->ctrl_pending);
+	INIT_WORK(&pd->control_work, vcon_control_work);
+	INIT_WORK(&pd->config_work, vcon_config_work);
+
+	ret = vcon_read_config(pd);
+	if (ret)
+		goto err_free;
+	ret = -ENOMEM;
+	pd->vqs = kcalloc(pd->nvqs, sizeof(*pd->vqs), GFP_KERNEL);
+	pd->ports = kcalloc(pd->max_nr_ports, sizeof(*pd->ports), GFP_KERNEL);
+	if (!pd->vqs || !pd->ports)
+		goto err_free;
+
+	pd->major = __register_chrdev(0, 0, pd->max_nr_ports,
+				      "virtio-portsdev", &vcon_fops);
+	if (pd->major < 0) {
+		ret = pd->major;
+		goto err_free;
+	}
+	ret = vcon_init_vqs(pd);
+	if (ret) {
+		dev_err(&vdev->dev, "cannot set up %u queues (%d)\n", pd->nvqs,
+			ret);
+		goto err_chrdev;
+	}
+
+	spin_lock(&vcon_devices_lock);
+	list_add_tail(&pd->node, &vcon_devices);
+	spin_unlock(&vcon_devices_lock);
+
+	ret = vcon_start(pd);
+	if (ret)
+		goto err_unlist;
+	return 0;
+
+err_unlist:
+	spin_lock(&vcon_devices_lock);
+	list_del(&pd->node);
+	spin_unlock(&vcon_devices_lock);
+	virtio_reset_device(vdev);
+	vcon_drop_ctrl_buffers(pd);
+	vdev->config->del_vqs(vdev);
+err_chrdev:
+	__unregister_chrdev(pd->major, 0, pd->max_nr_ports, "virtio-portsdev");
+err_free:
+	vdev->priv = NULL;
+	kref_put(&pd->kref, vcon_device_release);
+	return ret;
+}
+
+static void vcon_remove_all_ports(struct vcon_device *pd)
+{
+	struct vcon_port *port;
+	u32 id;
+
+	for (id = 0; id < pd->max_nr_ports; id++) {
+		port = vcon_port_get(pd, id);
+		if (!port)
+			continue;
+		vcon_remove_port(port);
+		vcon_port_put(port);
+	}
+}
+
+static void vcon_remove(struct virtio_device *vdev)
+{
+	struct vcon_device *pd = vdev->priv;
+	unsigned long flags;
+
+	spin_lock(&vcon_devices_lock);
+	list_del(&pd->node);
+	spin_unlock(&vcon_devices_lock);
+
+	/* Stop the device first: after this it touches no buffer. */
+	virtio_reset_device(vdev);
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
+	spin_lock(&pd->c_ovq_lock);
+	pd->dead = true;
+	spin_unlock(&pd->c_ovq_lock);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+	cancel_work_sync(&pd->control_work);
+	cancel_work_sync(&pd->config_work);
+
+	vcon_remove_all_ports(pd);
+	vcon_drop_ctrl_buffers(pd);
+	vdev->config->del_vqs(vdev);
+	__unregister_chrdev(pd->major, 0, pd->max_nr_ports, "virtio-portsdev");
+	vdev->priv = NULL;
+	kref_put(&pd->kref, vcon_device_release);
+}
+
+#ifdef CONFIG_PM_SLEEP
+static int vcon_freeze(struct virtio_device *vdev)
+{
+	struct vcon_device *pd = vdev->priv;
+	struct vcon_port *port;
+	unsigned long flags;
+	u32 id;
+
+	virtio_reset_device(vdev);
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
+	spin_lock(&pd->c_ovq_lock);
+	pd->dead = true;
+	spin_unlock(&pd->c_ovq_lock);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+	cancel_work_sync(&pd->control_work);
+	cancel_work_sync(&pd->config_work);
+
+	for (id = 0; id < pd->max_nr_ports; id++) {
+		port = vcon_port_get(pd, id);
+		if (!port)
+			continue;
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		spin_lock(&port->outvq_lock);
+		vcon_port_drop_buffers(port);
+		spin_unlock(&port->outvq_lock);
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		vcon_port_put(port);
+	}
+	vcon_drop_ctrl_buffers(pd);
+	vdev->config->del_vqs(vdev);
+	return 0;
+}
+
+static int vcon_restore(struct virtio_device *vdev)
+{
+	struct vcon_device *pd = vdev->priv;
+	struct vcon_port *port;
+	unsigned long flags;
+	int ret;
+	u32 id;
+
+	ret = vcon_init_vqs(pd);
+	if (ret)
+		return ret;
+	for (id = 0; id < pd->max_nr_ports; id++) {
+		port = vcon_port_get(pd, id);
+		if (!port)
+			continue;
+		spin_lock_irqsave(&port->inbuf_lock, flags);
+		spin_lock(&port->outvq_lock);
+		port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
+		port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
+		spin_unlock(&port->outvq_lock);
+		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		vcon_fill_rx(port);
+		vcon_port_put(port);
+	}
+	if (pd->multiport) {
+		ret = vcon_fill_ctrl(pd);
+		if (ret)
+			return ret;
+	}
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
+	spin_lock(&pd->c_ovq_lock);
+	pd->dead = false;
+	spin_unlock(&pd->c_ovq_lock);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+	virtio_device_ready(vdev);
+	if (!pd->multiport)
+		return 0;
+	spin_lock_irq(&pd->c_ivq_lock);
+	virtqueue_kick(pd->c_ivq);
+	spin_unlock_irq(&pd->c_ivq_lock);
+	/* The device kept its ports; tell it which ones we have open. */
+	for (id = 0; id < pd->max_nr_ports; id++) {
+		port = vcon_port_get(pd, id);
+		if (!port)
+			continue;
+		if (port->guest_connected)
+			vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_OPEN, 1);
+		vcon_port_put(port);
+	}
+	return 0;
+}
+#endif
+
+static const struct virtio_device_id vcon_id_table[] = {
+	{ VIRTIO_ID_CONSOLE, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, vcon_id_table);
+
+static const unsigned int vcon_features[] = {
+	VIRTIO_CONSOLE_F_SIZE,
+	VIRTIO_CONSOLE_F_MULTIPORT,
+	VIRTIO_CONSOLE_F_EMERG_WRITE,
+};
+
+static struct virtio_driver vcon_driver = {
+	.feature_table = vcon_features,
+	.feature_table_size = ARRAY_SIZE(vcon_features),
+	.driver.name = KBUILD_MODNAME,
+	.driver.owner = THIS_MODULE,
+	.id_table = vcon_id_table,
+	.probe = vcon_probe,
+	.remove = vcon_remove,
+	.config_changed = vcon_config_changed,
+#ifdef CONFIG_PM_SLEEP
+	.freeze = vcon_freeze,
+	.restore = vcon_restore,
+#endif
+};
+
+static int __init vcon_init(void)
+{
+	int ret;
+
+	ret = class_register(&vcon_class);
+	if (ret) {
+		pr_err("cannot register class %s (%d)\n", vcon_class.name, ret);
+		return ret;
+	}
+	ret = register_virtio_driver(&vcon_driver);
+	if (ret) {
+		pr_err("cannot register driver (%d)\n", ret);
+		class_unregister(&vcon_class);
+	}
+	return ret;
+}
+
+static void __exit vcon_exit(void)
+{
+	unregister_virtio_driver(&vcon_driver);
+	class_unregister(&vcon_class);
+	ida_destroy(&vcon_vtermnos);
+}
+
+module_init(vcon_init);
+module_exit(vcon_exit);
+
+MODULE_DESCRIPTION("Virtio console (virtio-serial) driver");
+MODULE_LICENSE("GPL");
