@@ -81,12 +81,17 @@ struct vcon_port {
 	struct virtqueue *in_vq;
 	struct virtqueue *out_vq;
 
-	/* Guarded by inbuf_lock: in_vq, inbuf, and the flags below. */
+	/*
+	 * Guarded by inbuf_lock: in_vq, inbuf, the connection flags.  The
+	 * queue flags are written under both locks, so either lock is
+	 * enough to read them.
+	 */
 	spinlock_t inbuf_lock;
 	struct vcon_rxbuf *inbuf;
 	bool guest_connected;
 	bool host_connected;
-	bool unplugged;
+	bool unplugged;		/* gone for good */
+	bool vqs_ready;		/* queues usable: not unplugged nor frozen */
 
 	spinlock_t outvq_lock;	/* out_vq */
 
@@ -205,6 +210,14 @@ err_free:
 	return ERR_PTR(-ENOMEM);
 }
 
+/* virtqueue_get_buf() always stores a length; most callers ignore it. */
+static void *vcon_vq_get(struct virtqueue *vq)
+{
+	unsigned int len;
+
+	return virtqueue_get_buf(vq, &len);
+}
+
 static int vcon_add_inbuf(struct virtqueue *vq, struct vcon_rxbuf *buf)
 {
 	struct scatterlist sg;
@@ -228,7 +241,7 @@ static unsigned int vcon_fill_rx(struct vcon_port *port)
 		if (!buf)
 			break;
 		spin_lock_irqsave(&port->inbuf_lock, flags);
-		ret = port->unplugged ? -ENODEV : vcon_add_inbuf(port->in_vq, buf);
+		ret = port->vqs_ready ? vcon_add_inbuf(port->in_vq, buf) : -ENODEV;
 		spin_unlock_irqrestore(&port->inbuf_lock, flags);
 		if (ret) {
 			kfree(buf);
@@ -238,7 +251,8 @@ static unsigned int vcon_fill_rx(struct vcon_port *port)
 	}
 	if (added) {
 		spin_lock_irqsave(&port->inbuf_lock, flags);
-		virtqueue_kick(port->in_vq);
+		if (port->vqs_ready)
+			virtqueue_kick(port->in_vq);
 		spin_unlock_irqrestore(&port->inbuf_lock, flags);
 	}
 	return added;
@@ -270,7 +284,7 @@ static struct vcon_rxbuf *vcon_get_inbuf(struct vcon_port *port)
 /* Give a consumed buffer back to the device; caller holds inbuf_lock. */
 static void vcon_recycle_inbuf(struct vcon_port *port, struct vcon_rxbuf *buf)
 {
-	if (port->unplugged || vcon_add_inbuf(port->in_vq, buf))
+	if (!port->vqs_ready || vcon_add_inbuf(port->in_vq, buf))
 		kfree(buf);
 }
 
@@ -280,16 +294,18 @@ static void vcon_discard_rx(struct vcon_port *port)
 	struct vcon_rxbuf *buf;
 	unsigned int n = 0;
 
+	if (!port->vqs_ready)
+		return;
 	if (port->inbuf) {
 		vcon_recycle_inbuf(port, port->inbuf);
 		port->inbuf = NULL;
 		n++;
 	}
-	while ((buf = virtqueue_get_buf(port->in_vq, NULL))) {
+	while ((buf = vcon_vq_get(port->in_vq))) {
 		vcon_recycle_inbuf(port, buf);
 		n++;
 	}
-	if (n && !port->unplugged)
+	if (n && port->vqs_ready)
 		virtqueue_kick(port->in_vq);
 }
 
@@ -299,7 +315,7 @@ static bool vcon_has_data(struct vcon_port *port)
 	bool ret;
 
 	spin_lock_irqsave(&port->inbuf_lock, flags);
-	ret = !port->unplugged && vcon_get_inbuf(port);
+	ret = port->vqs_ready && vcon_get_inbuf(port);
 	spin_unlock_irqrestore(&port->inbuf_lock, flags);
 	return ret;
 }
@@ -309,7 +325,7 @@ static void vcon_reclaim_tx(struct vcon_port *port)
 {
 	struct vcon_txbuf *buf;
 
-	while ((buf = virtqueue_get_buf(port->out_vq, NULL)))
+	while ((buf = vcon_vq_get(port->out_vq)))
 		vcon_txbuf_free(buf);
 }
 
@@ -319,7 +335,7 @@ static void vcon_ctrl_reclaim(struct vcon_device *pd)
 {
 	struct vcon_ctrl_msg *msg;
 
-	while ((msg = virtqueue_get_buf(pd->c_ovq, NULL)))
+	while ((msg = vcon_vq_get(pd->c_ovq)))
 		kfree(msg);
 }
 
@@ -428,6 +444,7 @@ static void vcon_port_put(struct vcon_port *port)
 
 /* ---- hvc consoles ----------------------------------------------------------- */
 
+/* The console port of @vtermno, with a reference. */
 static struct vcon_port *vcon_console_by_vtermno(u32 vtermno)
 {
 	struct vcon_port *port, *found = NULL;
@@ -437,6 +454,7 @@ static struct vcon_port *vcon_console_by_vtermno(u32 vtermno)
 	list_for_each_entry(port, &vcon_consoles, console_node) {
 		if (port->vtermno == vtermno) {
 			found = port;
+			kref_get(&port->kref);
 			break;
 		}
 	}
@@ -466,11 +484,13 @@ ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 	if (!port)
 		return -EPIPE;
 	tx = vcon_txbuf_alloc_bytes(buf, count, GFP_ATOMIC);
-	if (!tx)
+	if (!tx) {
+		vcon_port_put(port);
 		return 0;	/* hvc retries later */
+	}
 
 	spin_lock_irqsave(&port->outvq_lock, flags);
-	if (!port->unplugged) {
+	if (port->vqs_ready) {
 		vcon_reclaim_tx(port);
 		ret = virtqueue_add_outbuf(port->out_vq, tx->sg, 1, tx,
 					   GFP_ATOMIC);
@@ -478,8 +498,10 @@ ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 			virtqueue_kick(port->out_vq);
 	}
 	spin_unlock_irqrestore(&port->outvq_lock, flags);
-	if (!ret)
+	if (!ret) {
+		vcon_port_put(port);
 		return count;
+	}
 	vcon_txbuf_free(tx);
 	/*
 	 * The device is not taking console output.  Waiting here would hang
@@ -487,11 +509,14 @@ ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 	 * the device has one, else drop the output like a serial line with
 	 * nothing attached.
 	 */
-	if (port->vdev_priv->emerg_write) {
+	if (port->vdev_priv->emerg_write && !port->unplugged) {
 		vcon_emerg_write(port->vdev_priv, buf, count);
-		return count;
+		ret = count;
+	} else {
+		ret = 0;
 	}
-	return 0;
+	vcon_port_put(port);
+	return ret;
 }
 
 ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
@@ -505,7 +530,7 @@ ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
 	if (!port)
 		return -EPIPE;
 	spin_lock_irqsave(&port->inbuf_lock, flags);
-	while (done < count && !port->unplugged &&
+	while (done < count && port->vqs_ready &&
 	       (rx = vcon_get_inbuf(port))) {
 		n = min(count - done, rx->len - rx->offset);
 		memcpy(buf + done, rx->data + rx->offset, n);
@@ -517,9 +542,10 @@ ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
 			recycled = true;
 		}
 	}
-	if (recycled && !port->unplugged)
+	if (recycled && port->vqs_ready)
 		virtqueue_kick(port->in_vq);
 	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	vcon_port_put(port);
 	return done;
 }
 
@@ -624,9 +650,12 @@ static bool vcon_write_blocks(struct vcon_port *port)
 	unsigned long flags;
 	bool blocks;
 
+	/* As before: nobody to write to on the host means wait. */
 	spin_lock_irqsave(&port->outvq_lock, flags);
 	if (port->unplugged) {
 		blocks = false;
+	} else if (!port->vqs_ready || !READ_ONCE(port->host_connected)) {
+		blocks = true;
 	} else {
 		vcon_reclaim_tx(port);
 		blocks = !port->out_vq->num_free;
@@ -652,7 +681,7 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 
 	while (iov_iter_count(to)) {
 		spin_lock_irqsave(&port->inbuf_lock, flags);
-		rx = port->unplugged ? NULL : vcon_get_inbuf(port);
+		rx = port->vqs_ready ? vcon_get_inbuf(port) : NULL;
 		spin_unlock_irqrestore(&port->inbuf_lock, flags);
 		if (!rx)
 			break;
@@ -678,7 +707,7 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 	}
 	if (recycled) {
 		spin_lock_irqsave(&port->inbuf_lock, flags);
-		if (!port->unplugged)
+		if (port->vqs_ready)
 			virtqueue_kick(port->in_vq);
 		spin_unlock_irqrestore(&port->inbuf_lock, flags);
 	}
@@ -718,6 +747,8 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 	spin_lock_irqsave(&port->outvq_lock, flags);
 	if (port->unplugged) {
 		ret = -ENODEV;
+	} else if (!port->vqs_ready) {
+		ret = -ENOSPC;		/* frozen: wait for restore */
 	} else {
 		vcon_reclaim_tx(port);
 		ret = virtqueue_add_outbuf(port->out_vq, buf->sg, buf->nsg, buf,
@@ -875,7 +906,7 @@ static int vcon_release(struct inode *inode, struct file *filp)
 		vcon_send_ctrl(port->vdev_priv, port->id,
 			       VIRTIO_CONSOLE_PORT_OPEN, 0);
 	spin_lock_irqsave(&port->outvq_lock, flags);
-	if (!port->unplugged)
+	if (port->vqs_ready)
 		vcon_reclaim_tx(port);
 	spin_unlock_irqrestore(&port->outvq_lock, flags);
 	vcon_port_put(port);
@@ -952,6 +983,7 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	INIT_LIST_HEAD(&port->console_node);
 	/* Without multiport the host end is always there. */
 	port->host_connected = !pd->multiport;
+	port->vqs_ready = true;
 
 	if (!vcon_fill_rx(port)) {
 		ret = -ENOMEM;
@@ -973,8 +1005,8 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 
 	if (!pd->multiport) {
 		/* The single port of a legacy device is its console. */
-		port->ws.ws_col = 0;
 		vcon_console_init(port);
+		schedule_work(&pd->config_work);
 	}
 	vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 1);
 	return 0;
@@ -993,11 +1025,11 @@ static void vcon_port_drop_buffers(struct vcon_port *port)
 
 	kfree(port->inbuf);
 	port->inbuf = NULL;
-	while ((rx = virtqueue_get_buf(port->in_vq, NULL)))
+	while ((rx = vcon_vq_get(port->in_vq)))
 		kfree(rx);
 	while ((rx = virtqueue_detach_unused_buf(port->in_vq)))
 		kfree(rx);
-	while ((tx = virtqueue_get_buf(port->out_vq, NULL)))
+	while ((tx = vcon_vq_get(port->out_vq)))
 		vcon_txbuf_free(tx);
 	while ((tx = virtqueue_detach_unused_buf(port->out_vq)))
 		vcon_txbuf_free(tx);
@@ -1020,6 +1052,7 @@ static void vcon_remove_port(struct vcon_port *port)
 	spin_lock_irqsave(&port->inbuf_lock, flags);
 	spin_lock(&port->outvq_lock);
 	port->unplugged = true;
+	port->vqs_ready = false;
 	port->host_connected = false;
 	vcon_port_drop_buffers(port);
 	spin_unlock(&port->outvq_lock);
@@ -1223,7 +1256,7 @@ static void vcon_in_intr(struct virtqueue *vq)
 		return;
 	spin_lock_irqsave(&port->inbuf_lock, flags);
 	/* Data for a port nobody has open is not kept for a later opener. */
-	discard = !port->guest_connected && !port->unplugged;
+	discard = !port->guest_connected && port->vqs_ready;
 	if (discard)
 		vcon_discard_rx(port);
 	spin_unlock_irqrestore(&port->inbuf_lock, flags);
@@ -1243,7 +1276,7 @@ static void vcon_out_intr(struct virtqueue *vq)
 	if (!port)
 		return;
 	spin_lock_irqsave(&port->outvq_lock, flags);
-	if (!port->unplugged)
+	if (port->vqs_ready)
 		vcon_reclaim_tx(port);
 	spin_unlock_irqrestore(&port->outvq_lock, flags);
 	wake_up_interruptible(&port->waitqueue);
@@ -1335,7 +1368,7 @@ static void vcon_drop_ctrl_buffers(struct vcon_device *pd)
 		return;
 	while ((buf = virtqueue_detach_unused_buf(pd->c_ivq)))
 		kfree(buf);
-	while ((buf = virtqueue_get_buf(pd->c_ovq, NULL)))
+	while ((buf = vcon_vq_get(pd->c_ovq)))
 		kfree(buf);
 	while ((buf = virtqueue_detach_unused_buf(pd->c_ovq)))
 		kfree(buf);
@@ -1517,6 +1550,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 			continue;
 		spin_lock_irqsave(&port->inbuf_lock, flags);
 		spin_lock(&port->outvq_lock);
+		port->vqs_ready = false;
 		vcon_port_drop_buffers(port);
 		spin_unlock(&port->outvq_lock);
 		spin_unlock_irqrestore(&port->inbuf_lock, flags);
@@ -1546,6 +1580,7 @@ static int vcon_restore(struct virtio_device *vdev)
 		spin_lock(&port->outvq_lock);
 		port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
 		port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
+		port->vqs_ready = true;
 		spin_unlock(&port->outvq_lock);
 		spin_unlock_irqrestore(&port->inbuf_lock, flags);
 		vcon_fill_rx(port);
