@@ -179,6 +179,106 @@ static void vhost_serial_port_notify(struct vhost_serial_port *port)
 		vhost_serial_eventfd_signal(port->event);
 }
 
+/* ---- the queue loop ------------------------------------------------------ */
+
+/* One descriptor chain, as vhost_get_vq_desc() left it in vq->iov. */
+struct vhost_serial_chain {
+	unsigned int out;
+	unsigned int in;
+	size_t len;		/* bytes of the chain in its direction */
+};
+
+struct vhost_serial_queue_ops {
+	const char *name;
+	/* Receive queues: chains must be device-writable only. */
+	bool device_writes;
+	/* Asked before each chain; NULL means "while chains come". */
+	bool (*want_more)(void *ctx);
+	/*
+	 * Handle one chain: >= 0 completes it with that many bytes written
+	 * into it; < 0 leaves it in the ring and stops the loop (the caller
+	 * arranged to run again, or has nothing more to do).
+	 */
+	ssize_t (*chain)(void *ctx, struct vhost_virtqueue *vq,
+			 const struct vhost_serial_chain *c);
+	/* A malformed chain was seen. */
+	void (*bad_chain)(void *ctx);
+};
+
+static void vhost_serial_bad_chain(const struct vhost_serial_queue_ops *ops,
+				   void *ctx, struct vhost_virtqueue *vq,
+				   const char *why)
+{
+	vq_err(vq, "%s: %s\n", ops->name, why);
+	pr_warn_ratelimited("%s: %s\n", ops->name, why);
+	if (ops->bad_chain)
+		ops->bad_chain(ctx);
+}
+
+/*
+ * The loop every queue runs, with the queue mutex held and a backend set:
+ * take chains until the ring is empty (then re-enable notification, and
+ * go on if the guest raced us), the handler stops, or the queue used up its
+ * weight (vhost requeues us then, so other queues get the worker).  The
+ * guest is signalled once at the end.
+ */
+static void vhost_serial_run_queue(struct vhost_virtqueue *vq,
+				   const struct vhost_serial_queue_ops *ops,
+				   void *ctx)
+{
+	struct vhost_dev *dev = vq->dev;
+	struct vhost_serial_chain c;
+	unsigned int log_num = 0;
+	struct vhost_log *vq_log;
+	int head, pkts = 0;
+	size_t total = 0;
+	bool added = false;
+	ssize_t ret;
+
+	vq_log = ops->device_writes &&
+		 unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ? vq->log : NULL;
+	vhost_disable_notify(dev, vq);
+	do {
+		if (ops->want_more && !ops->want_more(ctx))
+			break;
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 &c.out, &c.in, vq_log, &log_num);
+		if (unlikely(head < 0)) {
+			vhost_serial_bad_chain(ops, ctx, vq, "bad descriptor chain");
+			break;
+		}
+		if (head == vq->num) {
+			if (unlikely(vhost_enable_notify(dev, vq))) {
+				vhost_disable_notify(dev, vq);
+				continue;
+			}
+			break;
+		}
+		if (unlikely(ops->device_writes ? c.out : c.in)) {
+			vhost_serial_bad_chain(ops, ctx, vq,
+					       "descriptor of the wrong direction");
+			vhost_add_used(vq, head, 0);
+			added = true;
+			continue;
+		}
+		c.len = ops->device_writes ? iov_length(vq->iov, c.in) :
+					     iov_length(vq->iov, c.out);
+		ret = ops->chain(ctx, vq, &c);
+		if (ret < 0) {
+			vhost_discard_vq_desc(vq, 1);
+			break;
+		}
+		if (unlikely(vq_log) && ret)
+			vhost_log_write(vq, vq_log, log_num, ret, vq->iov, c.in);
+		vhost_add_used(vq, head, ret);
+		added = true;
+		total += c.len;
+	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
+
+	if (added)
+		vhost_signal(dev, vq);
+}
+
 /* ---- control messages to the guest ---------------------------------- */
 
 static struct vhost_serial_ctrl_msg *
@@ -325,68 +425,42 @@ static ssize_t vhost_serial_ctrl_fill(struct vhost_virtqueue *vq,
 	return need;
 }
 
+static bool vhost_serial_ctrl_pending(void *ctx)
+{
+	return vhost_serial_ctrl_peek(ctx);
+}
+
+static ssize_t vhost_serial_ctrl_rx_chain(void *ctx, struct vhost_virtqueue *vq,
+					  const struct vhost_serial_chain *c)
+{
+	struct vhost_serial_ctrl_msg *msg = vhost_serial_ctrl_peek(ctx);
+	ssize_t len = vhost_serial_ctrl_fill(vq, msg, c->in);
+
+	if (unlikely(len < 0)) {
+		/* The message stays queued for the next buffer. */
+		vq_err(vq, "control rx: buffer too small or unmapped\n");
+		pr_warn_ratelimited("control rx: guest buffer unusable (%zd)\n",
+				    len);
+		return 0;
+	}
+	vhost_serial_ctrl_pop(ctx, msg);
+	return len;
+}
+
+static const struct vhost_serial_queue_ops vhost_serial_ctrl_rx_ops = {
+	.name = "control rx",
+	.device_writes = true,
+	.want_more = vhost_serial_ctrl_pending,
+	.chain = vhost_serial_ctrl_rx_chain,
+};
+
 static void vhost_serial_handle_ctrl_rx(struct vhost_serial *vs)
 {
 	struct vhost_virtqueue *vq = &vs->vqs[VHOST_SERIAL_VQ_CTRL_RX];
-	struct vhost_serial_ctrl_msg *msg;
-	unsigned int out, in, log_num;
-	struct vhost_log *vq_log;
-	int head, pkts = 0;
-	size_t total = 0;
-	bool added = false;
-	ssize_t len;
 
 	mutex_lock(&vq->mutex);
-	if (!vhost_vq_get_backend(vq))
-		goto out_unlock;
-
-	vq_log = unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ? vq->log : NULL;
-	vhost_disable_notify(&vs->dev, vq);
-	while ((msg = vhost_serial_ctrl_peek(vs))) {
-		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
-					 &out, &in, vq_log, &log_num);
-		if (unlikely(head < 0)) {
-			pr_warn_ratelimited("control rx: bad descriptor chain\n");
-			break;
-		}
-		if (head == vq->num) {
-			if (unlikely(vhost_enable_notify(&vs->dev, vq))) {
-				vhost_disable_notify(&vs->dev, vq);
-				continue;
-			}
-			break;
-		}
-		if (unlikely(out)) {
-			vq_err(vq, "control rx: device-readable descriptor\n");
-			pr_warn_ratelimited("control rx: device-readable descriptor\n");
-			vhost_add_used(vq, head, 0);
-			added = true;
-			continue;
-		}
-		len = vhost_serial_ctrl_fill(vq, msg, in);
-		if (unlikely(len < 0)) {
-			/* The message stays queued for the next buffer. */
-			vq_err(vq, "control rx: buffer too small or unmapped\n");
-			pr_warn_ratelimited("control rx: guest buffer unusable (%zd)\n",
-					    len);
-			vhost_add_used(vq, head, 0);
-			added = true;
-			continue;
-		}
-		if (unlikely(vq_log))
-			vhost_log_write(vq, vq_log, log_num, len, vq->iov, in);
-		vhost_add_used(vq, head, len);
-		added = true;
-		vhost_serial_ctrl_pop(vs, msg);
-		total += len;
-		if (vhost_exceeds_weight(vq, ++pkts, total)) {
-			vhost_serial_work_queue(vq, &vs->ctrl_work);
-			break;
-		}
-	}
-	if (added)
-		vhost_signal(&vs->dev, vq);
-out_unlock:
+	if (vhost_vq_get_backend(vq))
+		vhost_serial_run_queue(vq, &vhost_serial_ctrl_rx_ops, vs);
 	mutex_unlock(&vq->mutex);
 }
 
@@ -547,81 +621,55 @@ static bool vhost_serial_guest_listens(struct vhost_serial_port *port,
 	return READ_ONCE(port->guest_open);
 }
 
+static void vhost_serial_port_bad_chain(void *ctx)
+{
+	vhost_serial_port_error(ctx);
+}
+
+static ssize_t vhost_serial_rx_chain(void *ctx, struct vhost_virtqueue *vq,
+				     const struct vhost_serial_chain *c)
+{
+	struct vhost_serial_port *port = ctx;
+	struct iov_iter iter;
+	ssize_t ret;
+
+	iov_iter_init(&iter, ITER_DEST, vq->iov, c->in, c->len);
+	ret = vhost_serial_backend_read(port->in, &iter);
+	if (ret > 0) {
+		port->rx_bytes += ret;
+		port->rx_bufs++;
+		return ret;
+	}
+	/* -EAGAIN: in_poll runs us again when data comes. */
+	if (ret == -EAGAIN)
+		return ret;
+	if (ret < 0)
+		vhost_serial_port_error(port);
+	vhost_serial_hangup(port, true);
+	return -EPIPE;
+}
+
+static const struct vhost_serial_queue_ops vhost_serial_rx_ops = {
+	.name = "port rx",
+	.device_writes = true,
+	.chain = vhost_serial_rx_chain,
+	.bad_chain = vhost_serial_port_bad_chain,
+};
+
 static void vhost_serial_handle_rx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_rx_vq(port);
-	struct vhost_dev *dev = &port->vs->dev;
-	unsigned int out, in, log_num;
-	struct vhost_log *vq_log;
-	struct iov_iter iter;
-	int head, pkts = 0;
-	size_t total = 0;
-	bool added = false;
-	ssize_t ret;
-	size_t len;
 
 	mutex_lock(&vq->mutex);
 	if (!vhost_vq_get_backend(vq) || !port->in || READ_ONCE(port->in_hup))
 		goto out_unlock;
-	if (!vhost_serial_guest_listens(port, vq)) {
-		if (vhost_serial_in_drained_hup(port->in))
-			vhost_serial_hangup(port, true);
-		goto out_unlock;
-	}
-
-	vq_log = unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ? vq->log : NULL;
-	vhost_disable_notify(dev, vq);
-	do {
-		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
-					 &out, &in, vq_log, &log_num);
-		if (unlikely(head < 0)) {
-			vhost_serial_port_error(port);
-			pr_warn_ratelimited("port %u rx: bad descriptor chain\n",
-					    port->id);
-			break;
-		}
-		if (head == vq->num) {
-			if (unlikely(vhost_enable_notify(dev, vq))) {
-				vhost_disable_notify(dev, vq);
-				continue;
-			}
-			if (vhost_serial_in_drained_hup(port->in))
-				vhost_serial_hangup(port, true);
-			break;
-		}
-		if (unlikely(out)) {
-			vq_err(vq, "port rx: device-readable descriptor\n");
-			pr_warn_ratelimited("port %u rx: device-readable descriptor\n",
-					    port->id);
-			vhost_serial_port_error(port);
-			vhost_add_used(vq, head, 0);
-			added = true;
-			continue;
-		}
-		len = iov_length(vq->iov, in);
-		iov_iter_init(&iter, ITER_DEST, vq->iov, in, len);
-		ret = vhost_serial_backend_read(port->in, &iter);
-		if (ret <= 0) {
-			vhost_discard_vq_desc(vq, 1);
-			/* -EAGAIN: in_poll runs us again when data comes. */
-			if (ret != -EAGAIN) {
-				if (ret < 0)
-					vhost_serial_port_error(port);
-				vhost_serial_hangup(port, true);
-			}
-			break;
-		}
-		if (unlikely(vq_log))
-			vhost_log_write(vq, vq_log, log_num, ret, vq->iov, in);
-		vhost_add_used(vq, head, ret);
-		added = true;
-		total += ret;
-		port->rx_bytes += ret;
-		port->rx_bufs++;
-	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
-
-	if (added)
-		vhost_signal(dev, vq);
+	if (vhost_serial_guest_listens(port, vq))
+		vhost_serial_run_queue(vq, &vhost_serial_rx_ops, port);
+	/* Nobody reads, or no buffers: still notice an idle hang-up. */
+	if (!READ_ONCE(port->in_hup) && vhost_serial_in_drained_hup(port->in) &&
+	    (!vhost_serial_guest_listens(port, vq) ||
+	     vhost_vq_avail_empty(vq->dev, vq)))
+		vhost_serial_hangup(port, true);
 out_unlock:
 	mutex_unlock(&vq->mutex);
 }
@@ -740,63 +788,36 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 	return true;
 }
 
+static ssize_t vhost_serial_tx_chain(void *ctx, struct vhost_virtqueue *vq,
+				     const struct vhost_serial_chain *c)
+{
+	struct vhost_serial_port *port = ctx;
+	/* Legacy single-port devices have a console on port 0. */
+	bool console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
+
+	return vhost_serial_tx_one(port, vq, c->out, console) ? 0 : -EAGAIN;
+}
+
+static const struct vhost_serial_queue_ops vhost_serial_tx_ops = {
+	.name = "port tx",
+	.chain = vhost_serial_tx_chain,
+	.bad_chain = vhost_serial_port_bad_chain,
+};
+
 static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
-	struct vhost_dev *dev = &port->vs->dev;
-	unsigned int out, in;
-	int head, pkts = 0;
-	size_t total = 0;
-	bool added = false;
 	bool console;
 
 	mutex_lock(&vq->mutex);
 	if (!vhost_vq_get_backend(vq) || !READ_ONCE(port->present))
 		goto out_unlock;
-	/* Legacy single-port devices have a console on port 0. */
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
-	if (!console && (!port->out || READ_ONCE(port->out_hup)))
-		goto out_unlock;	/* kept in the ring until a backend comes */
 	if (console)
 		vhost_serial_cbuf_flush(port);
-
-	vhost_disable_notify(dev, vq);
-	do {
-		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
-					 &out, &in, NULL, NULL);
-		if (unlikely(head < 0)) {
-			vhost_serial_port_error(port);
-			pr_warn_ratelimited("port %u tx: bad descriptor chain\n",
-					    port->id);
-			break;
-		}
-		if (head == vq->num) {
-			if (unlikely(vhost_enable_notify(dev, vq))) {
-				vhost_disable_notify(dev, vq);
-				continue;
-			}
-			break;
-		}
-		if (unlikely(in)) {
-			vq_err(vq, "port tx: device-writable descriptor\n");
-			pr_warn_ratelimited("port %u tx: device-writable descriptor\n",
-					    port->id);
-			vhost_serial_port_error(port);
-			vhost_add_used(vq, head, 0);
-			added = true;
-			continue;
-		}
-		total += iov_length(vq->iov, out);
-		if (!vhost_serial_tx_one(port, vq, out, console)) {
-			vhost_discard_vq_desc(vq, 1);
-			break;
-		}
-		vhost_add_used(vq, head, 0);
-		added = true;
-	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
-
-	if (added)
-		vhost_signal(dev, vq);
+	/* Generic ports keep output in the ring until a backend comes. */
+	if (console || (port->out && !READ_ONCE(port->out_hup)))
+		vhost_serial_run_queue(vq, &vhost_serial_tx_ops, port);
 out_unlock:
 	mutex_unlock(&vq->mutex);
 }
@@ -909,60 +930,42 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 	mutex_unlock(&vs->port_lock);
 }
 
+static ssize_t vhost_serial_ctrl_tx_chain(void *ctx, struct vhost_virtqueue *vq,
+					  const struct vhost_serial_chain *c)
+{
+	struct virtio_console_control hdr;
+	struct iov_iter iter;
+
+	iov_iter_init(&iter, ITER_SOURCE, vq->iov, c->out, c->len);
+	if (unlikely(c->len < sizeof(hdr))) {
+		vq_err(vq, "control tx: truncated message\n");
+		pr_warn_ratelimited("control tx: truncated message (%zu bytes)\n",
+				    c->len);
+	} else if (copy_from_iter(&hdr, sizeof(hdr), &iter) != sizeof(hdr)) {
+		vq_err(vq, "control tx: unreadable message\n");
+		pr_warn_ratelimited("control tx: unreadable message\n");
+	} else {
+		vhost_serial_guest_msg(ctx, vq, &hdr);
+	}
+	/* Always completed: guests may wait for it with IRQs off. */
+	return 0;
+}
+
+static const struct vhost_serial_queue_ops vhost_serial_ctrl_tx_ops = {
+	.name = "control tx",
+	.chain = vhost_serial_ctrl_tx_chain,
+};
+
 static void vhost_serial_handle_ctrl_tx(struct vhost_work *work)
 {
 	struct vhost_virtqueue *vq = container_of(work, struct vhost_virtqueue,
 						  poll.work);
 	struct vhost_serial *vs = container_of(vq->dev, struct vhost_serial,
 					       dev);
-	struct virtio_console_control hdr;
-	struct iov_iter iter;
-	unsigned int out, in;
-	int head, pkts = 0;
-	size_t total = 0;
-	bool added = false;
-	size_t len;
 
 	mutex_lock(&vq->mutex);
-	if (!vhost_vq_get_backend(vq))
-		goto out_unlock;
-
-	vhost_disable_notify(&vs->dev, vq);
-	do {
-		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
-					 &out, &in, NULL, NULL);
-		if (unlikely(head < 0)) {
-			pr_warn_ratelimited("control tx: bad descriptor chain\n");
-			break;
-		}
-		if (head == vq->num) {
-			if (unlikely(vhost_enable_notify(&vs->dev, vq))) {
-				vhost_disable_notify(&vs->dev, vq);
-				continue;
-			}
-			break;
-		}
-		len = iov_length(vq->iov, out);
-		iov_iter_init(&iter, ITER_SOURCE, vq->iov, out, len);
-		if (unlikely(in || len < sizeof(hdr))) {
-			vq_err(vq, "control tx: malformed message\n");
-			pr_warn_ratelimited("control tx: malformed message (%zu bytes)\n",
-					    len);
-		} else if (copy_from_iter(&hdr, sizeof(hdr), &iter) != sizeof(hdr)) {
-			vq_err(vq, "control tx: unreadable message\n");
-			pr_warn_ratelimited("control tx: unreadable message\n");
-		} else {
-			vhost_serial_guest_msg(vs, vq, &hdr);
-		}
-		/* Always completed: guests may wait for it with IRQs off. */
-		vhost_add_used(vq, head, 0);
-		added = true;
-		total += len;
-	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
-
-	if (added)
-		vhost_signal(&vs->dev, vq);
-out_unlock:
+	if (vhost_vq_get_backend(vq))
+		vhost_serial_run_queue(vq, &vhost_serial_ctrl_tx_ops, vs);
 	mutex_unlock(&vq->mutex);
 }
 
