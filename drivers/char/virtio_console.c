@@ -39,12 +39,12 @@
 #include "virtio_console_compat.h"
 
 /* Receive buffers: larger than a page, a bounded number per port. */
-#define VCON_RX_BUF		(32 * 1024)
+#define VCON_RX_ALLOC		(32 * 1024)
 #define VCON_RX_BUFS		16
 /* Largest chain of guest output; longer writes become several chains. */
 #define VCON_TX_MAX		(256 * 1024)
 #define VCON_TX_PAGES		(VCON_TX_MAX / PAGE_SIZE)
-#define VCON_CTRL_BUF		PAGE_SIZE
+#define VCON_CTRL_ALLOC		PAGE_SIZE
 #define VCON_CTRL_BUFS		16
 #define VCON_NAME_MAX		255
 /* Queue limit of virtio-pci: at most 511 ports. */
@@ -52,14 +52,12 @@
 
 struct vcon_device;
 
+/* A buffer the device writes into: port data or a control message. */
 struct vcon_rxbuf {
+	size_t size;		/* capacity of data[] */
 	size_t len;		/* bytes the device wrote */
 	size_t offset;		/* bytes already consumed */
-	char data[VCON_RX_BUF];
-};
-
-struct vcon_ctrlbuf {
-	char data[VCON_CTRL_BUF];
+	char data[];
 };
 
 /* One chain of guest output: kmalloc'ed bytes, or pages. */
@@ -224,31 +222,49 @@ static int vcon_add_inbuf(struct virtqueue *vq, struct vcon_rxbuf *buf)
 
 	buf->len = 0;
 	buf->offset = 0;
-	sg_init_one(&sg, buf->data, sizeof(buf->data));
+	sg_init_one(&sg, buf->data, buf->size);
 	return virtqueue_add_inbuf(vq, &sg, 1, buf, GFP_ATOMIC);
 }
 
-/* Post receive buffers; called without locks, takes inbuf_lock. */
-static unsigned int vcon_fill_rx(struct vcon_port *port)
+/*
+ * Post up to @nbufs buffers of @alloc bytes, header included, on @vq,
+ * which @lock guards, as long as *@ready (if given) says the queue is
+ * usable.  No kick: the caller knows whether the device may be notified.
+ */
+static unsigned int vcon_fill_vq(struct virtqueue **vq, spinlock_t *lock,
+				 const bool *ready, unsigned int nbufs,
+				 size_t alloc)
 {
-	unsigned int added = 0, i;
 	struct vcon_rxbuf *buf;
+	unsigned int added = 0;
 	unsigned long flags;
 	int ret;
 
-	for (i = 0; i < VCON_RX_BUFS; i++) {
-		buf = kmalloc(sizeof(*buf), GFP_KERNEL);
+	while (added < nbufs) {
+		buf = kmalloc(alloc, GFP_KERNEL);
 		if (!buf)
 			break;
-		spin_lock_irqsave(&port->inbuf_lock, flags);
-		ret = port->vqs_ready ? vcon_add_inbuf(port->in_vq, buf) : -ENODEV;
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		buf->size = alloc - sizeof(*buf);
+		spin_lock_irqsave(lock, flags);
+		ret = !ready || *ready ? vcon_add_inbuf(*vq, buf) : -ENODEV;
+		spin_unlock_irqrestore(lock, flags);
 		if (ret) {
 			kfree(buf);
 			break;
 		}
 		added++;
 	}
+	return added;
+}
+
+/* Post receive buffers and tell the device. */
+static unsigned int vcon_fill_rx(struct vcon_port *port)
+{
+	unsigned int added;
+	unsigned long flags;
+
+	added = vcon_fill_vq(&port->in_vq, &port->inbuf_lock, &port->vqs_ready,
+			     VCON_RX_BUFS, VCON_RX_ALLOC);
 	if (added) {
 		spin_lock_irqsave(&port->inbuf_lock, flags);
 		if (port->vqs_ready)
@@ -269,11 +285,11 @@ static struct vcon_rxbuf *vcon_get_inbuf(struct vcon_port *port)
 	buf = virtqueue_get_buf(port->in_vq, &len);
 	if (!buf)
 		return NULL;
-	if (len > sizeof(buf->data)) {
+	if (len > buf->size) {
 		dev_warn_ratelimited(&port->vdev_priv->vdev->dev,
 				     "port %u: device used %u bytes of a %zu byte buffer\n",
-				     port->id, len, sizeof(buf->data));
-		len = sizeof(buf->data);
+				     port->id, len, buf->size);
+		len = buf->size;
 	}
 	buf->len = len;
 	buf->offset = 0;
@@ -1173,43 +1189,17 @@ static void vcon_handle_ctrl(struct vcon_device *pd, const char *data,
 	vcon_port_put(port);
 }
 
-/* Caller holds c_ivq_lock. */
-static int vcon_add_ctrl_inbuf(struct vcon_device *pd, struct vcon_ctrlbuf *buf)
-{
-	struct scatterlist sg;
-
-	sg_init_one(&sg, buf->data, sizeof(buf->data));
-	return virtqueue_add_inbuf(pd->c_ivq, &sg, 1, buf, GFP_ATOMIC);
-}
-
 static int vcon_fill_ctrl(struct vcon_device *pd)
 {
-	struct vcon_ctrlbuf *buf;
-	unsigned int i, added = 0;
-	unsigned long flags;
-	int ret;
-
-	for (i = 0; i < VCON_CTRL_BUFS; i++) {
-		buf = kmalloc(sizeof(*buf), GFP_KERNEL);
-		if (!buf)
-			break;
-		spin_lock_irqsave(&pd->c_ivq_lock, flags);
-		ret = vcon_add_ctrl_inbuf(pd, buf);
-		spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
-		if (ret) {
-			kfree(buf);
-			break;
-		}
-		added++;
-	}
-	return added ? 0 : -ENOMEM;
+	return vcon_fill_vq(&pd->c_ivq, &pd->c_ivq_lock, NULL, VCON_CTRL_BUFS,
+			    VCON_CTRL_ALLOC) ? 0 : -ENOMEM;
 }
 
 static void vcon_control_work(struct work_struct *work)
 {
 	struct vcon_device *pd = container_of(work, struct vcon_device,
 					      control_work);
-	struct vcon_ctrlbuf *buf;
+	struct vcon_rxbuf *buf;
 	unsigned long flags;
 	unsigned int len;
 
@@ -1219,16 +1209,16 @@ static void vcon_control_work(struct work_struct *work)
 		spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
 		if (!buf)
 			break;
-		if (len > sizeof(buf->data)) {
+		if (len > buf->size) {
 			dev_warn_ratelimited(&pd->vdev->dev,
 					     "control buffer overrun (%u bytes)\n",
 					     len);
-			len = sizeof(buf->data);
+			len = buf->size;
 		}
 		vcon_handle_ctrl(pd, buf->data, len);
 
 		spin_lock_irqsave(&pd->c_ivq_lock, flags);
-		if (pd->dead || vcon_add_ctrl_inbuf(pd, buf))
+		if (pd->dead || vcon_add_inbuf(pd->c_ivq, buf))
 			kfree(buf);
 		else
 			virtqueue_kick(pd->c_ivq);
