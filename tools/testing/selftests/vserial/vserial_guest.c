@@ -1,0 +1,3988 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Guest-side tests of a virtio-console driver (the project's or the
+ * in-tree one: the user-visible contract is the same) against QEMU's
+ * virtio-serial device.  One static binary, several roles:
+ *
+ *   vserial_guest --guest [--ctl TTY] [--group NAME] [--driver KIND]
+ *                 [--bulk-mib N] [harness options]
+ *       inside the VM: the kselftest harness, TAP on stdout.  Before each
+ *       test it asks the host end, over TTY (a second UART, never the
+ *       device under test), to reset its side; every host action is a
+ *       request with a reply.
+ *   vserial_guest --host DIR [--timeout SECONDS]
+ *       on the build machine: listens on DIR/ctl.sock, where QEMU connects
+ *       the guest's second UART, and serves the guest's requests with
+ *       QEMU's chardev sockets DIR/<id>.sock and its QMP socket
+ *       DIR/qmp.sock.
+ *   vserial_guest --qemu-args GROUP DIR [DEVOPTS]
+ *       the QEMU options of a test group's virtio-serial devices and ports,
+ *       one per line; DEVOPTS is appended to every virtio-serial-pci
+ *       device (for example vhost=on).
+ *   vserial_guest --group-info GROUP
+ *       "smp=N", "fixtures=...", "cmdline=..." lines of a group.
+ *   vserial_guest --groups
+ *       the names of the groups.
+ *
+ * Control protocol: one text line per message.  The guest sends
+ * "TAG VERB ARGS...", the host answers "TAG OK ..." or "TAG ERR reason"
+ * once the action is complete (a WAIT or FIND answers when its condition
+ * holds or its timeout expires).  A reply with another tag is stale and
+ * ignored: tags hold the pid of the test process.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <linux/virtio_console.h>
+
+#include "sha1.h"
+#include "kselftest_harness.h"
+
+#ifndef ARRAY_SIZE
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#endif
+
+#define MiB			(1024ULL * 1024)
+#define CTL_LINE_MAX		16384
+/* A host request, unless it says otherwise. */
+#define CTL_TIMEOUT_MS		30000
+/* A port's host-connected state to change as seen by the guest. */
+#define STATE_TIMEOUT_MS	10000
+/* A hot-plugged port or device to appear or go away. */
+#define PLUG_TIMEOUT_MS		30000
+/* Data the host sent to show up in the guest, and the other way round. */
+#define DATA_TIMEOUT_MS		10000
+/* A blocked thread to return after the event that should wake it. */
+#define WAKE_TIMEOUT_MS		10000
+#define IO_BLOCK		(64 * 1024)
+#define PORT_PREFIX		"org.test."
+#define SYS_PORTS		"/sys/class/virtio-ports"
+#define SYS_VIRTIO		"/sys/bus/virtio/devices"
+#define HVC_MAX			8
+#define LONG_NAME_LEN		5000
+#define BAD_KLOG_WORDS		{ "Oops", "WARNING:", "BUG:", "KASAN", \
+				  "general protection", "Call Trace" }
+
+/* ---- time ---------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+static int remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
+
+	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* ---- test data: a seeded pseudo-random byte stream ------------------------ */
+
+/*
+ * Both ends generate the same stream from a seed (xorshift64*), so a
+ * receiver can check every byte as well as the SHA-1 of the whole.  Seed 0
+ * means zeros, for throughput runs that must not measure the generator.
+ */
+struct stream {
+	uint64_t state;
+	uint64_t word;
+	unsigned int left;	/* bytes of word not handed out yet */
+	bool zero;
+};
+
+static void stream_init(struct stream *st, uint64_t seed)
+{
+	st->zero = !seed;
+	st->state = (seed * 0x9e3779b97f4a7c15ULL) | 1;
+	st->word = 0;
+	st->left = 0;
+}
+
+static uint64_t stream_next(struct stream *st)
+{
+	uint64_t x = st->state;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	st->state = x;
+	return x * 0x2545f4914f6cdd1dULL;
+}
+
+static void stream_fill(struct stream *st, void *dst, size_t len)
+{
+	uint8_t *p = dst;
+	uint64_t w;
+
+	if (st->zero) {
+		memset(p, 0, len);
+		return;
+	}
+	for (; len && st->left; len--, st->left--)
+		*p++ = st->word >> (8 * (8 - st->left));
+	for (; len >= 8; len -= 8, p += 8) {
+		w = stream_next(st);
+		memcpy(p, &w, 8);
+	}
+	if (len) {
+		st->word = stream_next(st);
+		st->left = 8;
+		for (; len; len--, st->left--)
+			*p++ = st->word >> (8 * (8 - st->left));
+	}
+}
+
+static void sha1_hex_final(struct sha1 *s, char hex[41])
+{
+	uint8_t d[20];
+
+	sha1_final(s, d);
+	sha1_hex(d, hex);
+}
+
+static void hex_encode(const void *data, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	const uint8_t *p = data;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+static int hex_nibble(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes hex text into out (at most size bytes); returns the length or -1. */
+static ssize_t hex_decode(const char *hex, uint8_t *out, size_t size)
+{
+	size_t n = strlen(hex), i;
+	int hi, lo;
+
+	if (n % 2 || n / 2 > size)
+		return -1;
+	for (i = 0; i < n / 2; i++) {
+		hi = hex_nibble(hex[2 * i]);
+		lo = hex_nibble(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = hi << 4 | lo;
+	}
+	return n / 2;
+}
+
+/* ---- topology: the test groups and their devices -------------------------- */
+
+struct topo_port {
+	const char *id;		/* chardev id; the port is named org.test.<id> */
+	unsigned int nr;	/* port number in the device */
+	bool console;		/* virtconsole rather than virtserialport */
+	bool named;		/* has a name (a legacy device never sends one) */
+};
+
+struct topo_dev {
+	const char *id;
+	unsigned int max_ports;
+	const struct topo_port *ports;
+	unsigned int nports;
+};
+
+struct group {
+	const char *name;
+	unsigned int smp;
+	const char *fixtures;	/* harness fixtures run in this group */
+	const char *cmdline;	/* kernel parameters, before console=ttyS0 */
+	const struct topo_dev *devs;
+	unsigned int ndevs;
+};
+
+/* Two consoles and four generic ports: port 0 is a console, as QEMU wants. */
+static const struct topo_port vs0_ports[] = {
+	{ "c0", 0, true, true },
+	{ "c1", 1, true, true },
+	{ "p2", 2, false, true },
+	{ "p3", 3, false, true },
+	{ "p4", 4, false, true },
+	{ "p5", 5, false, true },
+};
+
+/* A second multiport device. */
+static const struct topo_port vs1_ports[] = {
+	{ "q1", 1, false, true },
+	{ "q2", 2, false, true },
+};
+
+/* max_ports=1: QEMU offers no MULTIPORT, the driver runs in legacy mode. */
+static const struct topo_port vs2_ports[] = {
+	{ "l0", 0, true, false },
+};
+
+#define TOPO_DEV(name, max, ports) { name, max, ports, ARRAY_SIZE(ports) }
+
+static const struct topo_dev devs_std[] = {
+	TOPO_DEV("vs0", 8, vs0_ports),
+	TOPO_DEV("vs1", 4, vs1_ports),
+};
+
+static const struct topo_dev devs_main[] = {
+	TOPO_DEV("vs0", 8, vs0_ports),
+	TOPO_DEV("vs1", 4, vs1_ports),
+	TOPO_DEV("vs2", 1, vs2_ports),
+};
+
+/* Free port numbers of vs0 that hot-plug tests use. */
+#define HP_NR_A			6
+#define HP_NR_B			7
+
+static const struct group groups[] = {
+	{ "main", 2,
+	  "port console multidev legacy hotplug malicious pm bulk bench",
+	  "console=hvc0", devs_main, ARRAY_SIZE(devs_main) },
+	{ "smp1", 1, "port multidev bulk", "", devs_std, ARRAY_SIZE(devs_std) },
+	{ "smp4", 4, "port multidev bulk", "", devs_std, ARRAY_SIZE(devs_std) },
+	{ "bench", 2, "bench", "", devs_std, ARRAY_SIZE(devs_std) },
+};
+
+static const struct group *find_group(const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(groups); i++)
+		if (!strcmp(groups[i].name, name))
+			return &groups[i];
+	return NULL;
+}
+
+static const struct topo_port *topo_find(const struct group *g, const char *id,
+					 const struct topo_dev **devp)
+{
+	unsigned int d, p;
+
+	for (d = 0; d < g->ndevs; d++)
+		for (p = 0; p < g->devs[d].nports; p++)
+			if (!strcmp(g->devs[d].ports[p].id, id)) {
+				if (devp)
+					*devp = &g->devs[d];
+				return &g->devs[d].ports[p];
+			}
+	return NULL;
+}
+
+static int print_qemu_args(const char *gname, const char *dir,
+			   const char *devopts)
+{
+	const struct group *g = find_group(gname);
+	const struct topo_port *p;
+	unsigned int d, i;
+
+	if (!g) {
+		fprintf(stderr, "unknown group %s\n", gname);
+		return 2;
+	}
+	for (d = 0; d < g->ndevs; d++) {
+		printf("-device\nvirtio-serial-pci,id=%s,max_ports=%u%s%s\n",
+		       g->devs[d].id, g->devs[d].max_ports,
+		       devopts && *devopts ? "," : "", devopts ? devopts : "");
+		for (i = 0; i < g->devs[d].nports; i++) {
+			p = &g->devs[d].ports[i];
+			printf("-chardev\nsocket,id=%s,path=%s/%s.sock,server=on,wait=off\n",
+			       p->id, dir, p->id);
+			printf("-device\n%s,bus=%s.0,chardev=%s,nr=%u,id=port-%s",
+			       p->console ? "virtconsole" : "virtserialport",
+			       g->devs[d].id, p->id, p->nr, p->id);
+			if (p->named)
+				printf(",name=" PORT_PREFIX "%s", p->id);
+			printf("\n");
+		}
+	}
+	return 0;
+}
+
+static int print_group_info(const char *gname)
+{
+	const struct group *g = find_group(gname);
+
+	if (!g) {
+		fprintf(stderr, "unknown group %s\n", gname);
+		return 2;
+	}
+	printf("smp=%u\nfixtures=%s\ncmdline=%s\n", g->smp, g->fixtures,
+	       g->cmdline);
+	return 0;
+}
+
+/* ==== host role ============================================================ */
+
+#define HOST_MAX_PORTS		32
+#define HOST_KEEP_MAX		(1024 * 1024)
+#define HOST_TXBUF		(256 * 1024)
+#define HOST_RXBUF		(256 * 1024)
+#define HOST_ACCEPT_MS		120000
+#define HOST_CHR_MS		10000
+#define HOST_QMP_MS		30000
+#define HOST_MAX_DELETED	32
+
+enum rx_mode { RX_OFF, RX_SHA, RX_COUNT, RX_KEEP };
+enum pending_kind { PEND_NONE, PEND_WAIT, PEND_FIND };
+
+/* QEMU's end of one chardev socket, as the host program sees it. */
+struct hport {
+	char id[64];
+	int fd;			/* our connection, -1 if none */
+	/* host -> guest */
+	bool tx_on;
+	int tx_err;
+	uint64_t tx_total, tx_done;
+	struct stream tx_st;
+	struct sha1 tx_sha;
+	uint8_t *tx_buf;
+	size_t tx_len, tx_off;
+	/* guest -> host */
+	enum rx_mode rx_mode;
+	int rx_err;
+	bool rx_eof;
+	uint64_t rx_total;	/* 0: no limit */
+	uint64_t rx_done;
+	struct sha1 rx_sha;
+	char *keep;		/* RX_KEEP: the last bytes received */
+	size_t keep_len;
+};
+
+struct host {
+	char dir[108];
+	int lfd, cfd, qfd;
+	char cin[CTL_LINE_MAX];
+	size_t cin_len;
+	char qin[256 * 1024];
+	size_t qin_len;
+	unsigned int qmp_seq;
+	struct hport ports[HOST_MAX_PORTS];
+	unsigned int nports;
+	char deleted[HOST_MAX_DELETED][64];
+	unsigned int ndeleted;
+	/* the one request whose reply waits for a condition */
+	enum pending_kind pend;
+	char pend_tag[64];
+	struct hport *pend_port;
+	uint64_t pend_rx;
+	uint8_t pend_needle[512];
+	size_t pend_needle_len;
+	int64_t pend_deadline;
+	int64_t start_ms;
+	bool quit;
+};
+
+static void hlog(struct host *h, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "[%7.3f] ", (now_ms() - h->start_ms) / 1000.0);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int write_all_fd(int fd, const void *buf, size_t len, int timeout_ms)
+{
+	const char *p = buf;
+	int64_t deadline = now_ms() + timeout_ms;
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	ssize_t r;
+
+	while (len) {
+		r = write(fd, p, len);
+		if (r > 0) {
+			p += r;
+			len -= r;
+			continue;
+		}
+		if (r < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		poll(&pfd, 1, remaining_ms(deadline));
+	}
+	return 0;
+}
+
+static void host_reply(struct host *h, const char *tag, const char *fmt, ...)
+{
+	char line[CTL_LINE_MAX];
+	va_list ap;
+	int n;
+
+	n = snprintf(line, sizeof(line), "%s ", tag);
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	hlog(h, "< %.*s", n > 200 ? 200 : n, line);
+	line[n++] = '\n';
+	if (write_all_fd(h->cfd, line, n, 10000))
+		hlog(h, "cannot write the reply");
+}
+
+/* -- a minimal reader of QMP's JSON: top-level keys and string values -- */
+
+/* Skips a JSON value starting at s; returns the first character after it. */
+static const char *json_skip(const char *s)
+{
+	int depth = 0;
+	bool str = false;
+
+	for (; *s; s++) {
+		if (str) {
+			if (*s == '\\' && s[1])
+				s++;
+			else if (*s == '"') {
+				str = false;
+				if (!depth)
+					return s + 1;
+			}
+			continue;
+		}
+		switch (*s) {
+		case '"':
+			str = true;
+			break;
+		case '{':
+		case '[':
+			depth++;
+			break;
+		case '}':
+		case ']':
+			if (--depth <= 0)
+				return depth < 0 ? s : s + 1;
+			break;
+		case ',':
+			if (!depth)
+				return s;
+			break;
+		}
+	}
+	return s;
+}
+
+static const char *json_ws(const char *s)
+{
+	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+		s++;
+	return s;
+}
+
+/* The value of key in the object at obj (which starts with '{'), or NULL. */
+static const char *json_get(const char *obj, const char *key)
+{
+	const char *s = json_ws(obj), *k;
+	size_t klen = strlen(key);
+
+	if (*s != '{')
+		return NULL;
+	s = json_ws(s + 1);
+	while (*s == '"') {
+		k = s + 1;
+		s = json_skip(s);
+		if ((size_t)(s - k - 1) == klen && !strncmp(k, key, klen)) {
+			s = json_ws(s);
+			return *s == ':' ? json_ws(s + 1) : NULL;
+		}
+		s = json_ws(s);
+		if (*s != ':')
+			return NULL;
+		s = json_skip(json_ws(s + 1));
+		s = json_ws(s);
+		if (*s != ',')
+			return NULL;
+		s = json_ws(s + 1);
+	}
+	return NULL;
+}
+
+/* Copies the JSON string at s (unescaping \" and \\ only). */
+static bool json_str(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+
+	if (!s || *s != '"' || !size)
+		return false;
+	for (s++; *s && *s != '"'; s++) {
+		if (*s == '\\' && s[1])
+			s++;
+		if (n + 1 < size)
+			out[n++] = *s;
+	}
+	out[n] = '\0';
+	return *s == '"';
+}
+
+static bool json_get_str(const char *obj, const char *key, char *out,
+			 size_t size)
+{
+	return json_str(json_get(obj, key), out, size);
+}
+
+/* Appends s to out as a JSON string. */
+static void json_put_str(char *out, size_t size, const char *s)
+{
+	size_t n = strlen(out);
+
+	if (n + 1 < size)
+		out[n++] = '"';
+	for (; *s && n + 3 < size; s++) {
+		if (*s == '"' || *s == '\\')
+			out[n++] = '\\';
+		out[n++] = *s;
+	}
+	if (n + 1 < size)
+		out[n++] = '"';
+	out[n] = '\0';
+}
+
+/* -- QMP -- */
+
+static void qmp_note_event(struct host *h, const char *line)
+{
+	char ev[64], dev[64];
+	const char *data;
+
+	if (!json_get_str(line, "event", ev, sizeof(ev)))
+		return;
+	hlog(h, "qmp event %s", ev);
+	if (strcmp(ev, "DEVICE_DELETED"))
+		return;
+	data = json_get(line, "data");
+	if (!data || !json_get_str(data, "device", dev, sizeof(dev)))
+		return;
+	if (h->ndeleted == HOST_MAX_DELETED) {
+		memmove(h->deleted[0], h->deleted[1],
+			sizeof(h->deleted[0]) * (HOST_MAX_DELETED - 1));
+		h->ndeleted--;
+	}
+	snprintf(h->deleted[h->ndeleted++], sizeof(h->deleted[0]), "%s", dev);
+}
+
+/* Reads one line from QMP into line; returns its length or -errno. */
+static int qmp_read_line(struct host *h, char *line, size_t size,
+			 int64_t deadline)
+{
+	struct pollfd pfd = { .fd = h->qfd, .events = POLLIN };
+	char *nl;
+	size_t n;
+	ssize_t r;
+
+	for (;;) {
+		nl = memchr(h->qin, '\n', h->qin_len);
+		if (nl) {
+			n = nl - h->qin + 1;
+			snprintf(line, size, "%.*s", (int)(n - 1), h->qin);
+			memmove(h->qin, h->qin + n, h->qin_len - n);
+			h->qin_len -= n;
+			return strlen(line);
+		}
+		if (h->qin_len == sizeof(h->qin))
+			h->qin_len = 0;		/* an absurd line: drop it */
+		if (poll(&pfd, 1, remaining_ms(deadline)) <= 0)
+			return -ETIMEDOUT;
+		r = read(h->qfd, h->qin + h->qin_len, sizeof(h->qin) - h->qin_len);
+		if (r == 0)
+			return -ECONNRESET;
+		if (r < 0 && errno != EINTR && errno != EAGAIN)
+			return -errno;
+		if (r > 0)
+			h->qin_len += r;
+	}
+}
+
+static int unix_connect(const char *path, bool nonblock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, type = SOCK_STREAM | SOCK_CLOEXEC;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, type | (nonblock ? SOCK_NONBLOCK : 0), 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int qmp_call(struct host *h, const char *cmd, const char *args,
+		    char *resp, size_t size);
+
+static int qmp_open(struct host *h)
+{
+	char path[160], line[4096];
+	int64_t deadline = now_ms() + HOST_QMP_MS;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/qmp.sock", h->dir);
+	for (;;) {
+		fd = unix_connect(path, false);
+		if (fd >= 0)
+			break;
+		if (!remaining_ms(deadline))
+			return fd;
+		sleep_ms(50);
+	}
+	h->qfd = fd;
+	h->qin_len = 0;
+	if (qmp_read_line(h, line, sizeof(line), deadline) < 0 ||
+	    !json_get(line, "QMP")) {
+		close(fd);
+		h->qfd = -1;
+		return -EPROTO;
+	}
+	return qmp_call(h, "qmp_capabilities", NULL, NULL, 0);
+}
+
+/*
+ * Runs a QMP command; on success copies its "return" value to resp.
+ * Returns 0, -EREMOTEIO with QEMU's error text in resp, or -errno.
+ */
+static int qmp_call(struct host *h, const char *cmd, const char *args,
+		    char *resp, size_t size)
+{
+	static char line[256 * 1024];
+	char id[32], rid[32], req[CTL_LINE_MAX + 256];
+	int64_t deadline = now_ms() + HOST_QMP_MS;
+	const char *v;
+	int ret;
+
+	if (h->qfd < 0 && strcmp(cmd, "qmp_capabilities")) {
+		ret = qmp_open(h);
+		if (ret)
+			return ret;
+	}
+	snprintf(id, sizeof(id), "q%u", ++h->qmp_seq);
+	snprintf(req, sizeof(req), "{\"execute\":\"%s\"%s%s,\"id\":\"%s\"}\n",
+		 cmd, args ? ",\"arguments\":" : "", args ? args : "", id);
+	ret = write_all_fd(h->qfd, req, strlen(req), HOST_QMP_MS);
+	if (ret)
+		return ret;
+	for (;;) {
+		ret = qmp_read_line(h, line, sizeof(line), deadline);
+		if (ret < 0)
+			return ret;
+		if (json_get(line, "event")) {
+			qmp_note_event(h, line);
+			continue;
+		}
+		if (!json_get_str(line, "id", rid, sizeof(rid)) || strcmp(rid, id))
+			continue;
+		v = json_get(line, "return");
+		if (v) {
+			if (resp)
+				snprintf(resp, size, "%.*s",
+					 (int)(json_skip(v) - v), v);
+			return 0;
+		}
+		v = json_get(line, "error");
+		if (resp && !(v && json_get_str(v, "desc", resp, size)))
+			snprintf(resp, size, "QMP error");
+		return -EREMOTEIO;
+	}
+}
+
+/* Waits for a DEVICE_DELETED event of device id. */
+static int qmp_wait_deleted(struct host *h, const char *id, int timeout_ms)
+{
+	static char line[256 * 1024];
+	int64_t deadline = now_ms() + timeout_ms;
+	unsigned int i;
+	int ret;
+
+	for (;;) {
+		for (i = 0; i < h->ndeleted; i++)
+			if (!strcmp(h->deleted[i], id))
+				return 0;
+		ret = qmp_read_line(h, line, sizeof(line), deadline);
+		if (ret < 0)
+			return ret;
+		if (json_get(line, "event"))
+			qmp_note_event(h, line);
+	}
+}
+
+/*
+ * Whether QEMU has a client on chardev id: its query-chardev filename
+ * starts with "disconnected:" while it has none.
+ */
+static int chardev_connected(struct host *h, const char *id)
+{
+	static char resp[64 * 1024];
+	char obj[4096], label[64], file[512];
+	const char *s, *e;
+	int ret;
+
+	ret = qmp_call(h, "query-chardev", NULL, resp, sizeof(resp));
+	if (ret)
+		return ret;
+	for (s = strchr(resp, '{'); s; s = strchr(e, '{')) {
+		e = json_skip(s);
+		snprintf(obj, sizeof(obj), "%.*s", (int)(e - s), s);
+		if (!json_get_str(obj, "label", label, sizeof(label)) ||
+		    strcmp(label, id))
+			continue;
+		if (!json_get_str(obj, "filename", file, sizeof(file)))
+			return -EPROTO;
+		return strncmp(file, "disconnected:", 13) != 0;
+	}
+	return -ENOENT;
+}
+
+/* Waits until QEMU has seen our connect or close of chardev id. */
+static int chardev_wait(struct host *h, const char *id, bool connected)
+{
+	int64_t deadline = now_ms() + HOST_CHR_MS;
+	int ret;
+
+	for (;;) {
+		ret = chardev_connected(h, id);
+		if (ret < 0)
+			return ret;
+		if (ret == connected)
+			return 0;
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(5);
+	}
+}
+
+/* -- ports -- */
+
+static struct hport *hport_get(struct host *h, const char *id, bool create)
+{
+	struct hport *p;
+	unsigned int i;
+
+	for (i = 0; i < h->nports; i++)
+		if (!strcmp(h->ports[i].id, id))
+			return &h->ports[i];
+	if (!create || h->nports == HOST_MAX_PORTS || strlen(id) >= sizeof(p->id))
+		return NULL;
+	p = &h->ports[h->nports++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->id, sizeof(p->id), "%s", id);
+	p->fd = -1;
+	return p;
+}
+
+static void hport_stop(struct hport *p)
+{
+	p->tx_on = false;
+	p->tx_err = 0;
+	p->tx_total = p->tx_done = 0;
+	p->tx_len = p->tx_off = 0;
+	p->rx_mode = RX_OFF;
+	p->rx_err = 0;
+	p->rx_eof = false;
+	p->rx_total = p->rx_done = 0;
+	free(p->keep);
+	p->keep = NULL;
+	p->keep_len = 0;
+}
+
+static void hport_close(struct hport *p)
+{
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
+	hport_stop(p);
+}
+
+static int hport_connect(struct host *h, struct hport *p)
+{
+	char path[sizeof(h->dir) + sizeof(p->id) + 8];
+	int fd;
+
+	if (p->fd >= 0)
+		return -EISCONN;
+	snprintf(path, sizeof(path), "%s/%s.sock", h->dir, p->id);
+	fd = unix_connect(path, true);
+	if (fd < 0)
+		return fd;
+	hport_stop(p);
+	p->fd = fd;
+	return chardev_wait(h, p->id, true);
+}
+
+static int hport_disconnect(struct host *h, struct hport *p)
+{
+	if (p->fd < 0)
+		return -ENOTCONN;
+	hport_close(p);
+	return chardev_wait(h, p->id, false);
+}
+
+static void keep_append(struct hport *p, const uint8_t *data, size_t len)
+{
+	size_t drop;
+
+	if (!p->keep) {
+		p->keep = malloc(HOST_KEEP_MAX);
+		if (!p->keep)
+			return;
+	}
+	if (len > HOST_KEEP_MAX) {
+		data += len - HOST_KEEP_MAX;
+		len = HOST_KEEP_MAX;
+	}
+	if (p->keep_len + len > HOST_KEEP_MAX) {
+		drop = p->keep_len + len - HOST_KEEP_MAX;
+		memmove(p->keep, p->keep + drop, p->keep_len - drop);
+		p->keep_len -= drop;
+	}
+	memcpy(p->keep + p->keep_len, data, len);
+	p->keep_len += len;
+}
+
+static void hport_rx(struct host *h, struct hport *p)
+{
+	static uint8_t buf[HOST_RXBUF];
+	ssize_t r;
+	int i;
+
+	for (i = 0; i < 16; i++) {
+		r = read(p->fd, buf, sizeof(buf));
+		if (r < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				p->rx_err = errno;
+				hlog(h, "%s: read: %s", p->id, strerror(errno));
+			}
+			return;
+		}
+		if (r == 0) {
+			p->rx_eof = true;
+			return;
+		}
+		if (p->rx_total && p->rx_done + r > p->rx_total && !p->rx_err) {
+			hlog(h, "%s: %llu bytes more than the %llu expected",
+			     p->id, (unsigned long long)(p->rx_done + r - p->rx_total),
+			     (unsigned long long)p->rx_total);
+			p->rx_err = EOVERFLOW;
+		}
+		p->rx_done += r;
+		if (p->rx_mode == RX_SHA)
+			sha1_update(&p->rx_sha, buf, r);
+		else if (p->rx_mode == RX_KEEP)
+			keep_append(p, buf, r);
+	}
+}
+
+static void hport_tx(struct host *h, struct hport *p)
+{
+	ssize_t r;
+	size_t n;
+	int i;
+
+	for (i = 0; i < 16 && p->tx_done < p->tx_total; i++) {
+		if (p->tx_off == p->tx_len) {
+			n = p->tx_total - p->tx_done;
+			if (n > HOST_TXBUF)
+				n = HOST_TXBUF;
+			stream_fill(&p->tx_st, p->tx_buf, n);
+			sha1_update(&p->tx_sha, p->tx_buf, n);
+			p->tx_len = n;
+			p->tx_off = 0;
+		}
+		r = write(p->fd, p->tx_buf + p->tx_off, p->tx_len - p->tx_off);
+		if (r < 0) {
+			if (errno != EAGAIN && errno != EINTR) {
+				p->tx_err = errno;
+				p->tx_on = false;
+				hlog(h, "%s: write: %s", p->id, strerror(errno));
+			}
+			return;
+		}
+		p->tx_off += r;
+		p->tx_done += r;
+	}
+}
+
+/* -- pending replies (WAIT, FIND) -- */
+
+static bool wait_done(struct hport *p, uint64_t want_rx)
+{
+	bool rx_ok, tx_ok;
+
+	if (p->rx_err || p->tx_err || p->rx_eof || p->fd < 0)
+		return true;
+	if (p->rx_mode == RX_OFF)
+		rx_ok = true;
+	else if (want_rx)
+		rx_ok = p->rx_done >= want_rx;
+	else
+		rx_ok = p->rx_total && p->rx_done >= p->rx_total;
+	tx_ok = !p->tx_on || p->tx_done >= p->tx_total;
+	return rx_ok && tx_ok;
+}
+
+static void reply_wait(struct host *h, const char *tag, struct hport *p,
+		       bool timed_out)
+{
+	char rxhex[41] = "-", txhex[41] = "-";
+	struct sha1 s;
+	const char *err = NULL;
+
+	if (p->rx_mode == RX_SHA) {
+		s = p->rx_sha;
+		sha1_hex_final(&s, rxhex);
+	}
+	if (p->tx_on || p->tx_total) {
+		s = p->tx_sha;
+		sha1_hex_final(&s, txhex);
+	}
+	if (timed_out)
+		err = "timeout";
+	else if (p->rx_err)
+		err = strerror(p->rx_err);
+	else if (p->tx_err)
+		err = strerror(p->tx_err);
+	else if (p->rx_eof)
+		err = "eof";
+	else if (p->fd < 0)
+		err = "not-connected";
+	if (err)
+		host_reply(h, tag, "ERR %s rx=%llu tx=%llu", err,
+			   (unsigned long long)p->rx_done,
+			   (unsigned long long)p->tx_done);
+	else
+		host_reply(h, tag, "OK rx=%llu rxsha=%s tx=%llu txsha=%s",
+			   (unsigned long long)p->rx_done, rxhex,
+			   (unsigned long long)p->tx_done, txhex);
+}
+
+static bool find_done(struct host *h)
+{
+	struct hport *p = h->pend_port;
+
+	return p->keep && p->keep_len >= h->pend_needle_len &&
+	       memmem(p->keep, p->keep_len, h->pend_needle,
+		      h->pend_needle_len);
+}
+
+static void pending_check(struct host *h, bool abort_it)
+{
+	bool expired = !remaining_ms(h->pend_deadline);
+
+	if (h->pend == PEND_WAIT) {
+		if (wait_done(h->pend_port, h->pend_rx) || expired || abort_it) {
+			reply_wait(h, h->pend_tag, h->pend_port, !wait_done(h->pend_port,
+				   h->pend_rx));
+			h->pend = PEND_NONE;
+		}
+	} else if (h->pend == PEND_FIND) {
+		if (find_done(h)) {
+			host_reply(h, h->pend_tag, "OK");
+			h->pend = PEND_NONE;
+		} else if (expired || abort_it || h->pend_port->fd < 0) {
+			host_reply(h, h->pend_tag, "ERR not-found (%zu bytes seen)",
+				   h->pend_port->keep_len);
+			h->pend = PEND_NONE;
+		}
+	}
+}
+
+/* -- requests -- */
+
+struct request {
+	char *tag;
+	char *verb;
+	char *argv[8];
+	int argc;
+};
+
+static struct hport *req_port(struct host *h, struct request *rq, bool create)
+{
+	struct hport *p;
+
+	if (rq->argc < 1) {
+		host_reply(h, rq->tag, "ERR missing port");
+		return NULL;
+	}
+	p = hport_get(h, rq->argv[0], create);
+	if (!p)
+		host_reply(h, rq->tag, "ERR unknown port %s", rq->argv[0]);
+	return p;
+}
+
+static void reply_status(struct host *h, struct request *rq, int ret,
+			 const char *detail)
+{
+	if (!ret)
+		host_reply(h, rq->tag, "OK");
+	else
+		host_reply(h, rq->tag, "ERR %s%s%s", strerror(-ret),
+			   detail ? ": " : "", detail ? detail : "");
+}
+
+static void cmd_reset(struct host *h, struct request *rq)
+{
+	char closed[1024] = "";
+	unsigned int i;
+	int ret = 0, r;
+
+	if (h->pend != PEND_NONE)
+		pending_check(h, true);
+	for (i = 0; i < h->nports; i++) {
+		if (h->ports[i].fd < 0) {
+			hport_stop(&h->ports[i]);
+			continue;
+		}
+		r = hport_disconnect(h, &h->ports[i]);
+		if (r && r != -ENOENT && !ret)
+			ret = r;
+		if (strlen(closed) + strlen(h->ports[i].id) + 2 < sizeof(closed)) {
+			strcat(closed, " ");
+			strcat(closed, h->ports[i].id);
+		}
+	}
+	if (ret)
+		reply_status(h, rq, ret, "disconnecting");
+	else
+		host_reply(h, rq->tag, "OK%s", closed);
+}
+
+static void cmd_connect(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, true);
+
+	if (p)
+		reply_status(h, rq, hport_connect(h, p), rq->argv[0]);
+}
+
+static void cmd_disconnect(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+
+	if (p)
+		reply_status(h, rq, hport_disconnect(h, p), rq->argv[0]);
+}
+
+/* SEND id bytes seed: stream bytes to the guest in the background. */
+static void cmd_send(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+
+	if (!p)
+		return;
+	if (rq->argc < 3 || p->fd < 0) {
+		host_reply(h, rq->tag, "ERR usage or not connected");
+		return;
+	}
+	if (!p->tx_buf)
+		p->tx_buf = malloc(HOST_TXBUF);
+	p->tx_total = strtoull(rq->argv[1], NULL, 0);
+	p->tx_done = 0;
+	p->tx_len = p->tx_off = 0;
+	p->tx_err = 0;
+	stream_init(&p->tx_st, strtoull(rq->argv[2], NULL, 0));
+	sha1_init(&p->tx_sha);
+	p->tx_on = p->tx_buf != NULL;
+	reply_status(h, rq, p->tx_on ? 0 : -ENOMEM, NULL);
+}
+
+/* RECV id bytes sha|count|keep: take what the guest writes (0: no limit). */
+static void cmd_recv(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+	const char *mode;
+
+	if (!p)
+		return;
+	if (rq->argc < 3 || p->fd < 0) {
+		host_reply(h, rq->tag, "ERR usage or not connected");
+		return;
+	}
+	mode = rq->argv[2];
+	p->rx_total = strtoull(rq->argv[1], NULL, 0);
+	p->rx_done = 0;
+	p->rx_err = 0;
+	p->rx_eof = false;
+	sha1_init(&p->rx_sha);
+	p->keep_len = 0;
+	if (!strcmp(mode, "sha"))
+		p->rx_mode = RX_SHA;
+	else if (!strcmp(mode, "count"))
+		p->rx_mode = RX_COUNT;
+	else
+		p->rx_mode = RX_KEEP;
+	host_reply(h, rq->tag, "OK");
+}
+
+/* WAIT id ms [rxbytes]: answer once the port's transfers are complete. */
+static void cmd_wait(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+
+	if (!p)
+		return;
+	if (rq->argc < 2) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	h->pend = PEND_WAIT;
+	snprintf(h->pend_tag, sizeof(h->pend_tag), "%s", rq->tag);
+	h->pend_port = p;
+	h->pend_rx = rq->argc > 2 ? strtoull(rq->argv[2], NULL, 0) : 0;
+	h->pend_deadline = now_ms() + atoi(rq->argv[1]);
+	pending_check(h, false);
+}
+
+/* STAT id: progress so far. */
+static void cmd_stat(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+
+	if (p)
+		host_reply(h, rq->tag, "OK rx=%llu tx=%llu connected=%d",
+			   (unsigned long long)p->rx_done,
+			   (unsigned long long)p->tx_done, p->fd >= 0);
+}
+
+/* PUT id hex: write these bytes to the guest now. */
+static void cmd_put(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+	uint8_t data[CTL_LINE_MAX / 2];
+	ssize_t n;
+
+	if (!p)
+		return;
+	if (rq->argc < 2 || p->fd < 0) {
+		host_reply(h, rq->tag, "ERR usage or not connected");
+		return;
+	}
+	n = hex_decode(rq->argv[1], data, sizeof(data));
+	if (n < 0) {
+		host_reply(h, rq->tag, "ERR bad hex");
+		return;
+	}
+	reply_status(h, rq, write_all_fd(p->fd, data, n, 10000), NULL);
+}
+
+/* FIND id hex ms: answer once the guest has written these bytes. */
+static void cmd_find(struct host *h, struct request *rq)
+{
+	struct hport *p = req_port(h, rq, false);
+	ssize_t n;
+
+	if (!p)
+		return;
+	if (rq->argc < 3 || p->fd < 0) {
+		host_reply(h, rq->tag, "ERR usage or not connected");
+		return;
+	}
+	n = hex_decode(rq->argv[1], h->pend_needle, sizeof(h->pend_needle));
+	if (n <= 0) {
+		host_reply(h, rq->tag, "ERR bad hex");
+		return;
+	}
+	if (p->rx_mode != RX_KEEP) {
+		p->rx_mode = RX_KEEP;
+		p->rx_total = 0;
+	}
+	h->pend = PEND_FIND;
+	snprintf(h->pend_tag, sizeof(h->pend_tag), "%s", rq->tag);
+	h->pend_port = p;
+	h->pend_needle_len = n;
+	h->pend_deadline = now_ms() + atoi(rq->argv[2]);
+	pending_check(h, false);
+}
+
+static void cmd_chardev_add(struct host *h, struct request *rq)
+{
+	char args[1024], path[sizeof(h->dir) + 80], err[512] = "";
+
+	if (rq->argc < 1) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/%s.sock", h->dir, rq->argv[0]);
+	snprintf(args, sizeof(args), "{\"id\":");
+	json_put_str(args, sizeof(args), rq->argv[0]);
+	strcat(args, ",\"backend\":{\"type\":\"socket\",\"data\":{\"addr\":"
+	       "{\"type\":\"unix\",\"data\":{\"path\":");
+	json_put_str(args, sizeof(args), path);
+	strcat(args, "}},\"server\":true,\"wait\":false}}}");
+	reply_status(h, rq, qmp_call(h, "chardev-add", args, err, sizeof(err)),
+		     err);
+}
+
+static void cmd_chardev_del(struct host *h, struct request *rq)
+{
+	char args[256] = "{\"id\":", err[512] = "";
+	struct hport *p;
+
+	if (rq->argc < 1) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	p = hport_get(h, rq->argv[0], false);
+	if (p)
+		hport_close(p);
+	json_put_str(args, sizeof(args), rq->argv[0]);
+	strcat(args, "}");
+	reply_status(h, rq, qmp_call(h, "chardev-remove", args, err,
+				     sizeof(err)), err);
+}
+
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isdigit((unsigned char)*s))
+			return false;
+	return true;
+}
+
+/* DEVICE_ADD key=value,...: device_add; numbers stay JSON numbers. */
+static void cmd_device_add(struct host *h, struct request *rq)
+{
+	static char args[CTL_LINE_MAX + 256];
+	char err[512] = "", *kv, *save = NULL, *eq;
+	bool first = true;
+
+	if (rq->argc < 1) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	strcpy(args, "{");
+	for (kv = strtok_r(rq->argv[0], ",", &save); kv;
+	     kv = strtok_r(NULL, ",", &save)) {
+		eq = strchr(kv, '=');
+		if (!eq) {
+			host_reply(h, rq->tag, "ERR bad property %s", kv);
+			return;
+		}
+		*eq = '\0';
+		if (!first)
+			strcat(args, ",");
+		first = false;
+		json_put_str(args, sizeof(args), kv);
+		strcat(args, ":");
+		if (all_digits(eq + 1) && strlen(eq + 1) < 10)
+			strcat(args, eq + 1);
+		else
+			json_put_str(args, sizeof(args), eq + 1);
+	}
+	strcat(args, "}");
+	reply_status(h, rq, qmp_call(h, "device_add", args, err, sizeof(err)),
+		     err);
+}
+
+/* DEVICE_DEL id ms: device_del, then wait for DEVICE_DELETED. */
+static void cmd_device_del(struct host *h, struct request *rq)
+{
+	char args[256] = "{\"id\":", err[512] = "";
+	unsigned int i;
+	int ret;
+
+	if (rq->argc < 2) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	for (i = 0; i < h->ndeleted; i++)
+		if (!strcmp(h->deleted[i], rq->argv[0]))
+			h->deleted[i][0] = '\0';
+	json_put_str(args, sizeof(args), rq->argv[0]);
+	strcat(args, "}");
+	ret = qmp_call(h, "device_del", args, err, sizeof(err));
+	if (!ret)
+		ret = qmp_wait_deleted(h, rq->argv[0], atoi(rq->argv[1]));
+	reply_status(h, rq, ret, err[0] ? err : NULL);
+}
+
+static void cmd_hello(struct host *h, struct request *rq)
+{
+	host_reply(h, rq->tag, "OK vserial-host");
+}
+
+static void cmd_bye(struct host *h, struct request *rq)
+{
+	host_reply(h, rq->tag, "OK");
+	h->quit = true;
+}
+
+static const struct {
+	const char *verb;
+	void (*fn)(struct host *h, struct request *rq);
+} host_cmds[] = {
+	{ "HELLO", cmd_hello },
+	{ "RESET", cmd_reset },
+	{ "CONNECT", cmd_connect },
+	{ "DISCONNECT", cmd_disconnect },
+	{ "SEND", cmd_send },
+	{ "RECV", cmd_recv },
+	{ "WAIT", cmd_wait },
+	{ "STAT", cmd_stat },
+	{ "PUT", cmd_put },
+	{ "FIND", cmd_find },
+	{ "CHARDEV_ADD", cmd_chardev_add },
+	{ "CHARDEV_DEL", cmd_chardev_del },
+	{ "DEVICE_ADD", cmd_device_add },
+	{ "DEVICE_DEL", cmd_device_del },
+	{ "BYE", cmd_bye },
+};
+
+static void host_request(struct host *h, char *line)
+{
+	struct request rq = { 0 };
+	char *save = NULL, *w;
+	unsigned int i;
+
+	hlog(h, "> %.200s", line);
+	rq.tag = strtok_r(line, " ", &save);
+	rq.verb = strtok_r(NULL, " ", &save);
+	if (!rq.tag || !rq.verb)
+		return;
+	while ((w = strtok_r(NULL, " ", &save)) && rq.argc < (int)ARRAY_SIZE(rq.argv))
+		rq.argv[rq.argc++] = w;
+	/* A new request ends the one still waiting: its test has gone. */
+	if (h->pend != PEND_NONE)
+		pending_check(h, true);
+	for (i = 0; i < ARRAY_SIZE(host_cmds); i++)
+		if (!strcmp(host_cmds[i].verb, rq.verb)) {
+			host_cmds[i].fn(h, &rq);
+			return;
+		}
+	host_reply(h, rq.tag, "ERR unknown request %s", rq.verb);
+}
+
+static int host_read_ctl(struct host *h)
+{
+	char *nl, line[CTL_LINE_MAX];
+	size_t n;
+	ssize_t r;
+
+	r = read(h->cfd, h->cin + h->cin_len, sizeof(h->cin) - h->cin_len);
+	if (r == 0)
+		return -ECONNRESET;
+	if (r < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	h->cin_len += r;
+	while ((nl = memchr(h->cin, '\n', h->cin_len))) {
+		n = nl - h->cin + 1;
+		memcpy(line, h->cin, n - 1);
+		line[n - 1] = '\0';
+		memmove(h->cin, h->cin + n, h->cin_len - n);
+		h->cin_len -= n;
+		if (n > 1 && line[n - 2] == '\r')
+			line[n - 2] = '\0';
+		if (line[0])
+			host_request(h, line);
+	}
+	if (h->cin_len == sizeof(h->cin))
+		h->cin_len = 0;
+	return 0;
+}
+
+static int host_listen(struct host *h)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/ctl.sock", h->dir) >=
+	    (int)sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	unlink(sa.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 1)) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+static int host_loop(struct host *h, int64_t deadline)
+{
+	struct pollfd pfd[HOST_MAX_PORTS + 1];
+	struct hport *map[HOST_MAX_PORTS + 1];
+	unsigned int i, n;
+	int timeout, ret;
+
+	while (!h->quit) {
+		if (!remaining_ms(deadline)) {
+			hlog(h, "overall timeout");
+			return 1;
+		}
+		n = 0;
+		pfd[n].fd = h->cfd;
+		pfd[n].events = POLLIN;
+		map[n++] = NULL;
+		for (i = 0; i < h->nports; i++) {
+			struct hport *p = &h->ports[i];
+
+			if (p->fd < 0)
+				continue;
+			pfd[n].fd = p->fd;
+			pfd[n].events = (p->rx_mode != RX_OFF ? POLLIN : 0) |
+				(p->tx_on && p->tx_done < p->tx_total ? POLLOUT : 0);
+			map[n++] = p;
+		}
+		timeout = 1000;
+		if (h->pend != PEND_NONE && remaining_ms(h->pend_deadline) < timeout)
+			timeout = remaining_ms(h->pend_deadline);
+		if (poll(pfd, n, timeout) < 0 && errno != EINTR)
+			return 1;
+		for (i = 1; i < n; i++) {
+			struct hport *p = map[i];
+
+			if (pfd[i].revents & POLLIN)
+				hport_rx(h, p);
+			if (pfd[i].revents & POLLOUT)
+				hport_tx(h, p);
+			if ((pfd[i].revents & (POLLHUP | POLLERR)) &&
+			    !(pfd[i].revents & POLLIN)) {
+				hlog(h, "%s: QEMU closed the connection", p->id);
+				close(p->fd);
+				p->fd = -1;
+				p->rx_eof = true;
+			}
+		}
+		if (h->pend != PEND_NONE)
+			pending_check(h, false);
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			ret = host_read_ctl(h);
+			if (ret) {
+				hlog(h, "control channel closed: QEMU exited");
+				return 0;
+			}
+		}
+	}
+	return 0;
+}
+
+static int host_main(const char *dir, int timeout_s)
+{
+	static struct host h;
+	struct pollfd pfd;
+	int64_t deadline;
+	int ret;
+
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stderr, NULL, _IOLBF, 0);
+	h.start_ms = now_ms();
+	h.qfd = h.cfd = -1;
+	deadline = h.start_ms + timeout_s * 1000LL;
+	if (snprintf(h.dir, sizeof(h.dir), "%s", dir) >= (int)sizeof(h.dir) - 16) {
+		fprintf(stderr, "directory name too long: %s\n", dir);
+		return 2;
+	}
+	h.lfd = host_listen(&h);
+	if (h.lfd < 0) {
+		fprintf(stderr, "cannot listen on %s/ctl.sock: %s\n", dir,
+			strerror(-h.lfd));
+		return 2;
+	}
+	hlog(&h, "listening on %s/ctl.sock", dir);
+	pfd.fd = h.lfd;
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, HOST_ACCEPT_MS) != 1) {
+		hlog(&h, "QEMU did not connect within %d s", HOST_ACCEPT_MS / 1000);
+		return 1;
+	}
+	h.cfd = accept4(h.lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (h.cfd < 0) {
+		hlog(&h, "accept: %s", strerror(errno));
+		return 1;
+	}
+	hlog(&h, "QEMU connected the guest's control UART");
+	ret = host_loop(&h, deadline);
+	hlog(&h, "done");
+	return ret;
+}
+
+/* ==== guest role =========================================================== */
+
+static const char *opt_ctl = "/dev/ttyS1";
+static const char *opt_driver = "intree";
+static const struct group *cur_group;
+static uint64_t bulk_bytes = 64 * MiB;
+static int ctl_fd = -1;
+static char ctl_in[CTL_LINE_MAX];
+static size_t ctl_in_len;
+static unsigned int ctl_seq;
+/* The text after OK/ERR of the last host reply, for messages. */
+static char host_said[CTL_LINE_MAX];
+
+static int ctl_open(const char *path)
+{
+	struct termios t;
+	int fd;
+
+	fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		t.c_cflag |= CLOCAL | CREAD;
+		t.c_cc[VMIN] = 1;
+		t.c_cc[VTIME] = 0;
+		cfsetspeed(&t, B115200);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	return fd;
+}
+
+static int ctl_read_line(char *line, size_t size, int64_t deadline)
+{
+	struct pollfd pfd = { .fd = ctl_fd, .events = POLLIN };
+	char *nl;
+	size_t n;
+	ssize_t r;
+
+	for (;;) {
+		nl = memchr(ctl_in, '\n', ctl_in_len);
+		if (nl) {
+			n = nl - ctl_in + 1;
+			snprintf(line, size, "%.*s", (int)(n - 1), ctl_in);
+			memmove(ctl_in, ctl_in + n, ctl_in_len - n);
+			ctl_in_len -= n;
+			return 0;
+		}
+		if (ctl_in_len == sizeof(ctl_in))
+			ctl_in_len = 0;
+		if (poll(&pfd, 1, remaining_ms(deadline)) <= 0)
+			return -ETIMEDOUT;
+		r = read(ctl_fd, ctl_in + ctl_in_len, sizeof(ctl_in) - ctl_in_len);
+		if (r < 0 && errno != EINTR && errno != EAGAIN)
+			return -errno;
+		if (r > 0)
+			ctl_in_len += r;
+	}
+}
+
+/*
+ * Sends one request to the host and waits for its reply.  Returns 0 for
+ * OK, -EREMOTEIO for ERR; host_said holds the rest of the reply.
+ */
+static int host_vcmd(int timeout_ms, const char *fmt, va_list ap)
+{
+	static char line[CTL_LINE_MAX], reply[CTL_LINE_MAX];
+	const char *rest;
+	char tag[32];
+	int64_t deadline = now_ms() + timeout_ms;
+	size_t tlen;
+	int n, ret;
+
+	host_said[0] = '\0';
+	if (ctl_fd < 0)
+		return -ENOTCONN;
+	snprintf(tag, sizeof(tag), "g%d.%u", getpid(), ++ctl_seq);
+	n = snprintf(line, sizeof(line), "%s ", tag);
+	n += vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	if (n >= (int)sizeof(line) - 1)
+		return -E2BIG;
+	line[n++] = '\n';
+	ret = write_all_fd(ctl_fd, line, n, timeout_ms);
+	if (ret)
+		return ret;
+	tlen = strlen(tag);
+	for (;;) {
+		ret = ctl_read_line(reply, sizeof(reply), deadline);
+		if (ret) {
+			snprintf(host_said, sizeof(host_said),
+				 "no reply to '%.60s'", line);
+			return ret;
+		}
+		if (strncmp(reply, tag, tlen) || reply[tlen] != ' ')
+			continue;	/* stale: the reply to an earlier test */
+		if (!strncmp(reply + tlen + 1, "OK", 2)) {
+			rest = reply + tlen + 3;
+			while (*rest == ' ')
+				rest++;
+			snprintf(host_said, sizeof(host_said), "%s", rest);
+			return 0;
+		}
+		snprintf(host_said, sizeof(host_said), "%s", reply + tlen + 1);
+		return -EREMOTEIO;
+	}
+}
+
+static int __attribute__((format(printf, 2, 3)))
+host_cmd_t(int timeout_ms, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = host_vcmd(timeout_ms, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+#define HOST(...)	host_cmd_t(CTL_TIMEOUT_MS, __VA_ARGS__)
+
+/* ASSERT that a host request succeeded, showing the host's answer if not. */
+#define ASSERT_HOST(...) do {						\
+	int __r = HOST(__VA_ARGS__);					\
+	ASSERT_EQ(0, __r) TH_LOG("host: %s", host_said);		\
+} while (0)
+
+#define EXPECT_HOST(...) do {						\
+	int __r = HOST(__VA_ARGS__);					\
+	EXPECT_EQ(0, __r) TH_LOG("host: %s", host_said);		\
+} while (0)
+
+static int host_hello(int timeout_ms)
+{
+	return host_cmd_t(timeout_ms, "HELLO");
+}
+
+/* Parses "rx=N rxsha=H tx=N txsha=H" of a WAIT reply. */
+struct xfer_result {
+	unsigned long long rx, tx;
+	char rxsha[41], txsha[41];
+};
+
+static int host_wait(const char *id, int timeout_ms, uint64_t want_rx,
+		     struct xfer_result *res)
+{
+	int ret;
+
+	ret = host_cmd_t(timeout_ms + 5000, "WAIT %s %d %llu", id, timeout_ms,
+			 (unsigned long long)want_rx);
+	if (ret)
+		return ret;
+	memset(res, 0, sizeof(*res));
+	if (sscanf(host_said, "rx=%llu rxsha=%40s tx=%llu txsha=%40s",
+		   &res->rx, res->rxsha, &res->tx, res->txsha) != 4)
+		return -EPROTO;
+	return 0;
+}
+
+static int host_stat(const char *id, unsigned long long *rx,
+		     unsigned long long *tx)
+{
+	int connected, ret;
+
+	ret = HOST("STAT %s", id);
+	if (ret)
+		return ret;
+	if (sscanf(host_said, "rx=%llu tx=%llu connected=%d", rx, tx,
+		   &connected) != 3)
+		return -EPROTO;
+	return 0;
+}
+
+static int host_put(const char *id, const char *text)
+{
+	char hex[2 * 1024 + 1];
+
+	if (strlen(text) > 1024)
+		return -E2BIG;
+	hex_encode(text, strlen(text), hex);
+	return HOST("PUT %s %s", id, hex);
+}
+
+static int host_find(const char *id, const char *text, int timeout_ms)
+{
+	char hex[2 * 256 + 1];
+
+	if (strlen(text) > 256)
+		return -E2BIG;
+	hex_encode(text, strlen(text), hex);
+	return host_cmd_t(timeout_ms + 5000, "FIND %s %s %d", id, hex,
+			  timeout_ms);
+}
+
+/* -- kernel log -- */
+
+static bool bad_klog_line(const char *text)
+{
+	static const char *const words[] = BAD_KLOG_WORDS;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(words); i++)
+		if (strstr(text, words[i]))
+			return true;
+	return false;
+}
+
+/* Oops, WARNING, BUG, ... lines in the kernel log so far. */
+static int klog_bad(void)
+{
+	char rec[8192], *text;
+	int fd, bad = 0;
+	ssize_t r;
+
+	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	for (;;) {
+		r = read(fd, rec, sizeof(rec) - 1);
+		if (r < 0) {
+			if (errno == EPIPE || errno == EINTR)
+				continue;
+			break;
+		}
+		rec[r] = '\0';
+		text = strchr(rec, ';');
+		if (text && bad_klog_line(text + 1))
+			bad++;
+	}
+	close(fd);
+	return bad;
+}
+
+/* -- sysfs and device nodes -- */
+
+static int read_text(const char *path, char *buf, size_t size)
+{
+	ssize_t r;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = read(fd, buf, size - 1);
+	close(fd);
+	if (r < 0)
+		return -errno;
+	buf[r] = '\0';
+	while (r > 0 && (buf[r - 1] == '\n' || buf[r - 1] == '\r'))
+		buf[--r] = '\0';
+	return r;
+}
+
+static int write_text(const char *path, const char *text)
+{
+	ssize_t r;
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = write(fd, text, strlen(text));
+	close(fd);
+	if (r < 0)
+		return -errno;
+	return r == (ssize_t)strlen(text) ? 0 : -EIO;
+}
+
+/* One /sys/class/virtio-ports entry. */
+struct vport {
+	char sysname[32];	/* vportNpM */
+	char dev[48];		/* /dev/vportNpM */
+	unsigned int devidx;	/* N: the virtio device's index */
+	unsigned int nr;	/* M: the port number */
+};
+
+static bool vport_parse(const char *sysname, struct vport *vp)
+{
+	char tail;
+
+	if (sscanf(sysname, "vport%up%u%c", &vp->devidx, &vp->nr, &tail) != 2)
+		return false;
+	snprintf(vp->sysname, sizeof(vp->sysname), "%s", sysname);
+	snprintf(vp->dev, sizeof(vp->dev), "/dev/%s", sysname);
+	return true;
+}
+
+/* Finds the port whose sysfs name is name. */
+static int find_port_name(const char *name, struct vport *vp)
+{
+	char path[PATH_MAX], val[4200];
+	struct dirent *e;
+	DIR *d;
+	int ret = -ENOENT;
+
+	d = opendir(SYS_PORTS);
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), SYS_PORTS "/%s/name", e->d_name);
+		if (read_text(path, val, sizeof(val)) < 0 || strcmp(val, name))
+			continue;
+		if (vport_parse(e->d_name, vp)) {
+			ret = 0;
+			break;
+		}
+	}
+	closedir(d);
+	return ret;
+}
+
+static int find_port(const char *id, struct vport *vp)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), PORT_PREFIX "%s", id);
+	return find_port_name(name, vp);
+}
+
+static int wait_port(const char *id, struct vport *vp, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (find_port(id, vp)) {
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(10);
+	}
+	return 0;
+}
+
+static bool path_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+static int wait_path_gone(const char *path, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (path_exists(path)) {
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(10);
+	}
+	return 0;
+}
+
+/* Opens the port of chardev id; returns the descriptor or -errno. */
+static int open_port(const char *id, int flags)
+{
+	struct vport vp;
+	int fd, ret;
+
+	ret = find_port(id, &vp);
+	if (ret)
+		return ret;
+	fd = open(vp.dev, flags | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* The index N of the virtio device that port vp belongs to, from sysfs. */
+static int vport_parent_index(const struct vport *vp)
+{
+	char path[PATH_MAX], link[PATH_MAX];
+	unsigned int idx;
+	const char *base;
+	ssize_t r;
+
+	snprintf(path, sizeof(path), SYS_PORTS "/%s/device", vp->sysname);
+	r = readlink(path, link, sizeof(link) - 1);
+	if (r < 0)
+		return -errno;
+	link[r] = '\0';
+	base = strrchr(link, '/');
+	base = base ? base + 1 : link;
+	if (sscanf(base, "virtio%u", &idx) != 1)
+		return -EINVAL;
+	return idx;
+}
+
+/* Whether feature bit is negotiated on virtio device virtio<idx>. */
+static int virtio_feature(unsigned int idx, unsigned int bit)
+{
+	char path[PATH_MAX], bits[256];
+	int n;
+
+	snprintf(path, sizeof(path), SYS_VIRTIO "/virtio%u/features", idx);
+	n = read_text(path, bits, sizeof(bits));
+	if (n < 0)
+		return n;
+	return (int)bit < n && bits[bit] == '1';
+}
+
+/* Whether the host end of fd is connected: poll reports POLLHUP if not. */
+static bool host_is_connected(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLOUT };
+
+	poll(&pfd, 1, 0);
+	return !(pfd.revents & POLLHUP);
+}
+
+/*
+ * Waits until the guest sees the host end of fd in the wanted state.  The
+ * driver gives no event for a connect that poll() could wait on (POLLHUP
+ * is level-triggered), so this checks the state every few milliseconds.
+ */
+static int wait_host_state(int fd, bool connected, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (host_is_connected(fd) != connected) {
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(2);
+	}
+	return 0;
+}
+
+static int connect_host(const char *id, int fd)
+{
+	int ret = HOST("CONNECT %s", id);
+
+	if (!ret && fd >= 0)
+		ret = wait_host_state(fd, true, STATE_TIMEOUT_MS);
+	return ret;
+}
+
+static int disconnect_host(const char *id, int fd)
+{
+	int ret = HOST("DISCONNECT %s", id);
+
+	if (!ret && fd >= 0)
+		ret = wait_host_state(fd, false, STATE_TIMEOUT_MS);
+	return ret;
+}
+
+/*
+ * Resets the host end, then waits until the guest has seen every port the
+ * host closed as disconnected, so that no late PORT_OPEN of a previous
+ * test reaches the next one.
+ */
+static int host_reset(void)
+{
+	static char closed[CTL_LINE_MAX];
+	char *id, *save = NULL;
+	int ret, fd;
+
+	ret = HOST("RESET");
+	if (ret)
+		return ret;
+	snprintf(closed, sizeof(closed), "%s", host_said);
+	for (id = strtok_r(closed, " ", &save); id;
+	     id = strtok_r(NULL, " ", &save)) {
+		fd = open_port(id, O_RDWR | O_NONBLOCK);
+		if (fd < 0)
+			continue;	/* a console, or a port now gone */
+		ret = wait_host_state(fd, false, STATE_TIMEOUT_MS);
+		close(fd);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* -- threads that move data -- */
+
+struct worker {
+	pthread_t th;
+	int fd;
+	bool write;
+	bool verify;		/* reads: compare every byte with the stream */
+	uint64_t total;
+	uint64_t seed;
+	size_t blk;
+	/* written by the thread */
+	volatile pid_t tid;
+	volatile int running;
+	volatile uint64_t done;
+	volatile int finished;
+	int err;		/* errno of the call that failed, or 0 */
+	ssize_t last_ret;
+	bool eof;		/* a read returned 0 */
+	int64_t mismatch;	/* offset of the first wrong byte, or -1 */
+	char sha[41];
+	bool started;
+};
+
+static void *worker_fn(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t *buf, *exp = NULL;
+	uint64_t generated = 0;
+	size_t len = 0, off = 0, n, i;
+	struct stream st;
+	struct sha1 sha;
+	ssize_t r;
+
+	w->tid = syscall(SYS_gettid);
+	w->mismatch = -1;
+	buf = malloc(w->blk);
+	if (w->verify)
+		exp = malloc(w->blk);
+	if (!buf || (w->verify && !exp)) {
+		w->err = ENOMEM;
+		goto out;
+	}
+	stream_init(&st, w->seed);
+	sha1_init(&sha);
+	w->running = 1;
+	while (w->done < w->total) {
+		if (w->write) {
+			if (off == len) {
+				n = w->total - generated;
+				if (n > w->blk)
+					n = w->blk;
+				stream_fill(&st, buf, n);
+				sha1_update(&sha, buf, n);
+				generated += n;
+				len = n;
+				off = 0;
+			}
+			r = write(w->fd, buf + off, len - off);
+		} else {
+			n = w->total - w->done;
+			r = read(w->fd, buf, n > w->blk ? w->blk : n);
+		}
+		w->last_ret = r;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			w->err = errno;
+			break;
+		}
+		if (w->write) {
+			off += r;
+		} else if (r == 0) {
+			w->eof = true;
+			break;
+		} else {
+			sha1_update(&sha, buf, r);
+			if (w->verify && w->mismatch < 0) {
+				stream_fill(&st, exp, r);
+				for (i = 0; i < (size_t)r; i++)
+					if (buf[i] != exp[i])
+						break;
+				if (i < (size_t)r)
+					w->mismatch = w->done + i;
+			}
+		}
+		w->done += r;
+	}
+	sha1_hex_final(&sha, w->sha);
+out:
+	free(buf);
+	free(exp);
+	w->finished = 1;
+	return NULL;
+}
+
+static int worker_start(struct worker *w, int fd, bool write, uint64_t total,
+			uint64_t seed, bool verify)
+{
+	memset(w, 0, sizeof(*w));
+	w->fd = fd;
+	w->write = write;
+	w->total = total;
+	w->seed = seed;
+	w->verify = verify;
+	w->blk = IO_BLOCK;
+	if (pthread_create(&w->th, NULL, worker_fn, w))
+		return -EAGAIN;
+	w->started = true;
+	return 0;
+}
+
+/* Joins a worker within timeout_ms; -ETIMEDOUT if it is still running. */
+static int worker_join(struct worker *w, int timeout_ms)
+{
+	struct timespec ts;
+	int ret;
+
+	if (!w->started)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	ret = pthread_timedjoin_np(w->th, NULL, &ts);
+	if (ret)
+		return -ret;
+	w->started = false;
+	return 0;
+}
+
+static char task_state(pid_t tid)
+{
+	char path[64], buf[512], *p;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	if (read_text(path, buf, sizeof(buf)) < 0)
+		return '?';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/*
+ * Waits until the worker sleeps in the kernel and makes no progress: it is
+ * blocked in read() or write().
+ */
+static int worker_wait_blocked(struct worker *w, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	uint64_t before;
+
+	for (;;) {
+		if (w->finished)
+			return -ESRCH;
+		if (w->running && task_state(w->tid) == 'S') {
+			before = w->done;
+			sleep_ms(20);
+			if (!w->finished && w->done == before &&
+			    task_state(w->tid) == 'S')
+				return 0;
+		}
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(5);
+	}
+}
+
+/* Waits until the worker has moved at least bytes. */
+static int worker_wait_progress(struct worker *w, uint64_t bytes,
+				int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (w->done < bytes) {
+		if (w->finished)
+			return -ESRCH;
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(5);
+	}
+	return 0;
+}
+
+/* A single blocking call in a thread: read() or write() of a small buffer. */
+struct call {
+	pthread_t th;
+	int fd;
+	bool write;
+	char buf[256];
+	size_t len;
+	volatile pid_t tid;
+	volatile int finished;
+	ssize_t ret;
+	int err;
+};
+
+static void *call_fn(void *arg)
+{
+	struct call *c = arg;
+
+	c->tid = syscall(SYS_gettid);
+	if (c->write)
+		c->ret = write(c->fd, c->buf, c->len);
+	else
+		c->ret = read(c->fd, c->buf, c->len);
+	c->err = c->ret < 0 ? errno : 0;
+	c->finished = 1;
+	return NULL;
+}
+
+static int call_start(struct call *c, int fd, bool write, size_t len)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->write = write;
+	c->len = len < sizeof(c->buf) ? len : sizeof(c->buf);
+	return pthread_create(&c->th, NULL, call_fn, c) ? -EAGAIN : 0;
+}
+
+static int call_wait_blocked(struct call *c, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		if (c->finished)
+			return -ESRCH;
+		if (c->tid && task_state(c->tid) == 'S') {
+			sleep_ms(20);
+			if (!c->finished && task_state(c->tid) == 'S')
+				return 0;
+		}
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(5);
+	}
+}
+
+static int call_join(struct call *c, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (!c->finished) {
+		if (!remaining_ms(deadline))
+			return -ETIMEDOUT;
+		sleep_ms(2);
+	}
+	pthread_join(c->th, NULL);
+	return 0;
+}
+
+/* Non-blocking writes until the port pushes back; returns bytes written. */
+static int64_t fill_port(int fd, uint64_t limit)
+{
+	static char buf[32 * 1024];
+	uint64_t total = 0;
+	ssize_t r;
+	int fl = fcntl(fd, F_GETFL);
+
+	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	while (total < limit) {
+		r = write(fd, buf, sizeof(buf));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		total += r;
+	}
+	fcntl(fd, F_SETFL, fl);
+	if (total >= limit)
+		return -ENOSPC;
+	return errno == EAGAIN ? (int64_t)total : -errno;
+}
+
+/* Reads exactly len bytes within timeout_ms. */
+static ssize_t read_exact(int fd, void *buf, size_t len, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int64_t deadline = now_ms() + timeout_ms;
+	size_t got = 0;
+	ssize_t r;
+
+	while (got < len) {
+		if (poll(&pfd, 1, remaining_ms(deadline)) <= 0)
+			return -ETIMEDOUT;
+		r = read(fd, (char *)buf + got, len - got);
+		if (r < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (r == 0)
+			return got;
+		if (r > 0)
+			got += r;
+	}
+	return got;
+}
+
+/*
+ * Moves bytes each way at once on an open port whose host end is
+ * connected, and checks both SHA-1s against the host's.
+ */
+struct duplex {
+	const char *id;
+	int fd;
+	uint64_t bytes;
+	uint64_t seed;
+	struct worker rd, wr;
+};
+
+static int duplex_start(struct duplex *x, const char *id, int fd,
+			uint64_t bytes, uint64_t seed)
+{
+	int ret;
+
+	x->id = id;
+	x->fd = fd;
+	x->bytes = bytes;
+	x->seed = seed;
+	ret = HOST("RECV %s %llu sha", id, (unsigned long long)bytes);
+	if (!ret)
+		ret = worker_start(&x->rd, fd, false, bytes, seed + 1, false);
+	if (!ret)
+		ret = HOST("SEND %s %llu %llu", id, (unsigned long long)bytes,
+			   (unsigned long long)(seed + 1));
+	if (!ret)
+		ret = worker_start(&x->wr, fd, true, bytes, seed, false);
+	return ret;
+}
+
+#define DUPLEX_CHECK(x, timeout_ms) do {				\
+	struct xfer_result __res;					\
+	ASSERT_EQ(0, worker_join(&(x)->wr, (timeout_ms)));		\
+	ASSERT_EQ(0, worker_join(&(x)->rd, (timeout_ms)));		\
+	ASSERT_EQ(0, (x)->wr.err) TH_LOG("%s: write: %s", (x)->id,	\
+					  strerror((x)->wr.err));	\
+	ASSERT_EQ(0, (x)->rd.err) TH_LOG("%s: read: %s", (x)->id,	\
+					  strerror((x)->rd.err));	\
+	ASSERT_EQ((x)->bytes, (x)->rd.done) TH_LOG("%s: eof=%d",	\
+						   (x)->id, (x)->rd.eof); \
+	ASSERT_EQ(0, host_wait((x)->id, (timeout_ms), 0, &__res))	\
+		TH_LOG("host: %s", host_said);				\
+	EXPECT_EQ((x)->bytes, __res.rx);				\
+	EXPECT_EQ((x)->bytes, __res.tx);				\
+	EXPECT_STREQ((x)->wr.sha, __res.rxsha) TH_LOG("%s: guest->host", (x)->id); \
+	EXPECT_STREQ(__res.txsha, (x)->rd.sha) TH_LOG("%s: host->guest", (x)->id); \
+} while (0)
+
+/* -- consoles -- */
+
+static int hvc_open_raw(int n, int flags)
+{
+	char path[32];
+	struct termios t;
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/hvc%d", n);
+	fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | flags);
+	if (fd < 0)
+		return -errno;
+	if (tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	return fd;
+}
+
+/*
+ * Finds which /dev/hvcN each console chardev of ids[] is: the host writes
+ * a tag into each chardev, the guest looks for it on every hvc that opens.
+ * hvc[i] gets N for ids[i].  The host ends stay connected.
+ */
+static int map_consoles(const char *const *ids, unsigned int n, int *hvc)
+{
+	int fds[HVC_MAX], ret = 0;
+	char seen[HVC_MAX][512], tag[64], buf[256];
+	size_t seen_len[HVC_MAX] = { 0 };
+	struct pollfd pfd[HVC_MAX];
+	unsigned int i, k, found = 0;
+	int64_t deadline;
+	ssize_t r;
+
+	for (i = 0; i < n; i++) {
+		hvc[i] = -1;
+		ret = HOST("CONNECT %s", ids[i]);
+		if (ret)
+			return ret;
+	}
+	for (k = 0; k < HVC_MAX; k++) {
+		fds[k] = hvc_open_raw(k, O_NONBLOCK);
+		tcflush(fds[k], TCIFLUSH);
+		pfd[k].fd = fds[k];
+		pfd[k].events = POLLIN;
+	}
+	for (i = 0; i < n && !ret; i++) {
+		snprintf(tag, sizeof(tag), "<map-%s-%d>", ids[i], getpid());
+		ret = host_put(ids[i], tag);
+	}
+	deadline = now_ms() + DATA_TIMEOUT_MS;
+	while (!ret && found < n) {
+		if (poll(pfd, HVC_MAX, remaining_ms(deadline)) <= 0) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		for (k = 0; k < HVC_MAX; k++) {
+			if (fds[k] < 0 || !(pfd[k].revents & POLLIN))
+				continue;
+			r = read(fds[k], buf, sizeof(buf));
+			if (r <= 0)
+				continue;
+			if (seen_len[k] + r >= sizeof(seen[k]))
+				seen_len[k] = 0;
+			memcpy(seen[k] + seen_len[k], buf, r);
+			seen_len[k] += r;
+			seen[k][seen_len[k]] = '\0';
+		}
+		found = 0;
+		for (i = 0; i < n; i++) {
+			snprintf(tag, sizeof(tag), "<map-%s-%d>", ids[i], getpid());
+			for (k = 0; k < HVC_MAX; k++)
+				if (fds[k] >= 0 && seen_len[k] &&
+				    memmem(seen[k], seen_len[k], tag, strlen(tag)))
+					hvc[i] = k;
+			found += hvc[i] >= 0;
+		}
+	}
+	for (k = 0; k < HVC_MAX; k++)
+		if (fds[k] >= 0)
+			close(fds[k]);
+	return ret;
+}
+
+/* Reads fd until text shows up. */
+static int expect_text(int fd, const char *text, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int64_t deadline = now_ms() + timeout_ms;
+	char seen[4096];
+	size_t len = 0;
+	ssize_t r;
+
+	for (;;) {
+		if (len >= strlen(text) && memmem(seen, len, text, strlen(text)))
+			return 0;
+		if (poll(&pfd, 1, remaining_ms(deadline)) <= 0)
+			return -ETIMEDOUT;
+		if (len > sizeof(seen) / 2) {
+			memmove(seen, seen + len - 512, 512);
+			len = 512;
+		}
+		r = read(fd, seen + len, sizeof(seen) - len);
+		if (r < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (r > 0)
+			len += r;
+	}
+}
+
+/* -- shared fixture pieces -- */
+
+static void common_setup(struct __test_metadata *_metadata, int *kbad)
+{
+	*kbad = klog_bad();
+	ASSERT_EQ(0, host_reset()) TH_LOG("host: %s", host_said);
+}
+
+static void common_teardown(struct __test_metadata *_metadata, int kbad)
+{
+	/* No test may add an oops or a warning to the kernel log. */
+	EXPECT_EQ(kbad, klog_bad());
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static bool is_project_driver(void)
+{
+	return !strcmp(opt_driver, "project");
+}
+
+static int ids_of_consoles(const char **ids, unsigned int max)
+{
+	const struct group *g = cur_group;
+	unsigned int d, p, n = 0;
+
+	for (d = 0; d < g->ndevs; d++)
+		for (p = 0; p < g->devs[d].nports; p++)
+			if (g->devs[d].ports[p].console && n < max)
+				ids[n++] = g->devs[d].ports[p].id;
+	return n;
+}
+
+/* ==== tests: generic ports ================================================= */
+
+FIXTURE(port) {
+	int fd;
+	int fd2;
+	int kbad;
+};
+
+FIXTURE_SETUP(port)
+{
+	self->fd = self->fd2 = -1;
+	signal(SIGPIPE, SIG_IGN);
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(port)
+{
+	close_fd(&self->fd);
+	close_fd(&self->fd2);
+	common_teardown(_metadata, self->kbad);
+}
+
+/* Every port is /dev/vportNpM with N its device's index and M its number. */
+TEST_F(port, vport_nodes_match_device_and_port_numbers)
+{
+	const struct group *g = cur_group;
+	const struct topo_port *tp;
+	char path[PATH_MAX], devno[32];
+	unsigned int d, i, maj, min;
+	struct vport vp;
+	struct stat st;
+
+	for (d = 0; d < g->ndevs; d++) {
+		for (i = 0; i < g->devs[d].nports; i++) {
+			tp = &g->devs[d].ports[i];
+			if (!tp->named)
+				continue;
+			ASSERT_EQ(0, find_port(tp->id, &vp)) TH_LOG("port %s", tp->id);
+			EXPECT_EQ(tp->nr, vp.nr) TH_LOG("%s is %s", tp->id, vp.sysname);
+			EXPECT_EQ((int)vp.devidx, vport_parent_index(&vp))
+				TH_LOG("%s: N of vportNpM is not its virtio device", vp.sysname);
+			ASSERT_EQ(0, stat(vp.dev, &st)) TH_LOG("%s: %s", vp.dev, strerror(errno));
+			EXPECT_TRUE(S_ISCHR(st.st_mode));
+			snprintf(path, sizeof(path), SYS_PORTS "/%s/dev", vp.sysname);
+			ASSERT_LT(0, read_text(path, devno, sizeof(devno)));
+			ASSERT_EQ(2, sscanf(devno, "%u:%u", &maj, &min));
+			EXPECT_EQ(makedev(maj, min), st.st_rdev) TH_LOG("%s", vp.dev);
+		}
+	}
+}
+
+/* Each named port shows the name QEMU gave it, once. */
+TEST_F(port, sysfs_names_match_qemu_port_names)
+{
+	const struct group *g = cur_group;
+	char path[PATH_MAX], name[4200];
+	unsigned int named = 0, d, i, seen = 0;
+	struct dirent *e;
+	DIR *dir;
+
+	for (d = 0; d < g->ndevs; d++)
+		for (i = 0; i < g->devs[d].nports; i++)
+			named += g->devs[d].ports[i].named;
+	dir = opendir(SYS_PORTS);
+	ASSERT_NE(NULL, dir);
+	while ((e = readdir(dir))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), SYS_PORTS "/%s/name", e->d_name);
+		if (read_text(path, name, sizeof(name)) <= 0)
+			continue;
+		EXPECT_EQ(0, strncmp(name, PORT_PREFIX, strlen(PORT_PREFIX)))
+			TH_LOG("%s: unexpected name '%s'", e->d_name, name);
+		EXPECT_NE(NULL, topo_find(g, name + strlen(PORT_PREFIX), NULL))
+			TH_LOG("%s: unexpected name '%s'", e->d_name, name);
+		seen++;
+	}
+	closedir(dir);
+	EXPECT_EQ(named, seen);
+}
+
+TEST_F(port, second_open_fails_ebusy)
+{
+	pid_t pid;
+	int status, fd;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd) TH_LOG("open: %s", strerror(-self->fd));
+	fd = open_port("p2", O_RDWR);
+	EXPECT_EQ(-EBUSY, fd);
+	if (fd >= 0)
+		close(fd);
+	/* Another process is refused as well. */
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)
+		_exit(open_port("p2", O_RDONLY) == -EBUSY ? 0 : 1);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* Once closed, the port opens again. */
+	close_fd(&self->fd);
+	self->fd = open_port("p2", O_RDWR);
+	EXPECT_LE(0, self->fd);
+}
+
+TEST_F(port, read_returns_zero_when_host_not_connected)
+{
+	char buf[16];
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, wait_host_state(self->fd, false, STATE_TIMEOUT_MS));
+	EXPECT_EQ(0, read(self->fd, buf, sizeof(buf)));
+	/* Also without O_NONBLOCK's EAGAIN: no host is end of file. */
+	fcntl(self->fd, F_SETFL, O_NONBLOCK);
+	EXPECT_EQ(0, read(self->fd, buf, sizeof(buf)));
+}
+
+TEST_F(port, nonblocking_read_without_data_fails_eagain)
+{
+	char buf[16];
+
+	self->fd = open_port("p2", O_RDWR | O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	EXPECT_EQ(-1, read(self->fd, buf, sizeof(buf)));
+	EXPECT_EQ(EAGAIN, errno);
+}
+
+TEST_F(port, short_messages_cross_both_ways)
+{
+	char buf[64] = "";
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, host_put("p2", "hello guest"));
+	ASSERT_EQ(11, read_exact(self->fd, buf, 11, DATA_TIMEOUT_MS));
+	EXPECT_EQ(0, memcmp(buf, "hello guest", 11));
+	ASSERT_EQ(10, write(self->fd, "hello host", 10));
+	EXPECT_EQ(0, host_find("p2", "hello host", DATA_TIMEOUT_MS))
+		TH_LOG("host: %s", host_said);
+}
+
+TEST_F(port, blocking_read_waits_for_host_data)
+{
+	struct call c;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_start(&c, self->fd, false, 64));
+	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS)) TH_LOG("read did not block");
+	ASSERT_EQ(0, host_put("p2", "wake"));
+	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS)) TH_LOG("read did not wake up");
+	EXPECT_EQ(4, c.ret);
+	EXPECT_EQ(0, memcmp(c.buf, "wake", 4));
+}
+
+TEST_F(port, blocked_read_returns_zero_on_host_disconnect)
+{
+	struct call c;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_start(&c, self->fd, false, 64));
+	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS));
+	ASSERT_EQ(0, disconnect_host("p2", -1)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS)) TH_LOG("read did not wake up");
+	EXPECT_EQ(0, c.ret);
+	EXPECT_FALSE(host_is_connected(self->fd));
+}
+
+TEST_F(port, nonblocking_write_without_host_fails_eagain)
+{
+	self->fd = open_port("p2", O_RDWR | O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, wait_host_state(self->fd, false, STATE_TIMEOUT_MS));
+	EXPECT_EQ(-1, write(self->fd, "x", 1));
+	EXPECT_EQ(EAGAIN, errno);
+}
+
+/* A host that does not read makes writes fail with EAGAIN, losing nothing. */
+TEST_F(port, nonblocking_write_fails_eagain_when_host_stops_reading)
+{
+	struct pollfd pfd;
+	struct xfer_result res;
+	int64_t filled;
+
+	self->fd = open_port("p2", O_RDWR | O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	filled = fill_port(self->fd, 512 * MiB);
+	ASSERT_LT(0, filled) TH_LOG("fill: %s", strerror(-filled));
+	pfd.fd = self->fd;
+	pfd.events = POLLOUT;
+	EXPECT_EQ(0, poll(&pfd, 1, 0)) TH_LOG("POLLOUT with a full queue");
+	/* The host drains: everything written arrives, POLLOUT comes back. */
+	ASSERT_HOST("RECV p2 %lld count", (long long)filled);
+	EXPECT_EQ(1, poll(&pfd, 1, DATA_TIMEOUT_MS));
+	EXPECT_TRUE(pfd.revents & POLLOUT);
+	ASSERT_EQ(0, host_wait("p2", DATA_TIMEOUT_MS, 0, &res)) TH_LOG("host: %s", host_said);
+	EXPECT_EQ((unsigned long long)filled, res.rx);
+}
+
+TEST_F(port, blocking_write_waits_for_host_to_drain)
+{
+	struct xfer_result res;
+	struct call c;
+	int64_t filled;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	filled = fill_port(self->fd, 512 * MiB);
+	ASSERT_LT(0, filled);
+	ASSERT_EQ(0, call_start(&c, self->fd, true, 200));
+	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS)) TH_LOG("write did not block");
+	ASSERT_HOST("RECV p2 0 count");
+	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS)) TH_LOG("write did not wake up");
+	ASSERT_EQ(200, c.ret) TH_LOG("write: %s", strerror(c.err));
+	ASSERT_EQ(0, host_wait("p2", DATA_TIMEOUT_MS, filled + 200, &res))
+		TH_LOG("host: %s", host_said);
+	EXPECT_EQ((unsigned long long)filled + 200, res.rx);
+}
+
+TEST_F(port, poll_reports_pollin_when_data_arrives)
+{
+	struct pollfd pfd;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	pfd.fd = self->fd;
+	pfd.events = POLLIN;
+	EXPECT_EQ(0, poll(&pfd, 1, 0));
+	ASSERT_EQ(0, host_put("p2", "x"));
+	ASSERT_EQ(1, poll(&pfd, 1, DATA_TIMEOUT_MS));
+	EXPECT_EQ(POLLIN, pfd.revents & (POLLIN | POLLHUP));
+}
+
+TEST_F(port, poll_reports_pollout_when_writable)
+{
+	struct pollfd pfd;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	pfd.fd = self->fd;
+	pfd.events = POLLOUT;
+	ASSERT_EQ(1, poll(&pfd, 1, DATA_TIMEOUT_MS));
+	EXPECT_EQ(POLLOUT, pfd.revents);
+}
+
+TEST_F(port, poll_reports_pollhup_while_host_disconnected)
+{
+	struct pollfd pfd;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	pfd.fd = self->fd;
+	pfd.events = POLLIN | POLLOUT;
+	ASSERT_EQ(0, wait_host_state(self->fd, false, STATE_TIMEOUT_MS));
+	ASSERT_EQ(1, poll(&pfd, 1, 0));
+	EXPECT_TRUE(pfd.revents & POLLHUP);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	poll(&pfd, 1, 0);
+	EXPECT_FALSE(pfd.revents & POLLHUP);
+	ASSERT_EQ(0, disconnect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(1, poll(&pfd, 1, 0));
+	EXPECT_TRUE(pfd.revents & POLLHUP);
+}
+
+TEST_F(port, select_reports_readable_and_writable)
+{
+	struct timeval tv = { DATA_TIMEOUT_MS / 1000, 0 };
+	fd_set rd, wr;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_SET(self->fd, &rd);
+	FD_SET(self->fd, &wr);
+	ASSERT_EQ(1, select(self->fd + 1, &rd, &wr, NULL, &tv));
+	EXPECT_TRUE(FD_ISSET(self->fd, &wr));
+	EXPECT_FALSE(FD_ISSET(self->fd, &rd));
+	ASSERT_EQ(0, host_put("p2", "y"));
+	FD_ZERO(&rd);
+	FD_SET(self->fd, &rd);
+	tv.tv_sec = DATA_TIMEOUT_MS / 1000;
+	ASSERT_EQ(1, select(self->fd + 1, &rd, NULL, NULL, &tv));
+	EXPECT_TRUE(FD_ISSET(self->fd, &rd));
+}
+
+/* Waits for SIGIO (blocked, so it stays pending) within timeout_ms. */
+static int wait_sigio(int timeout_ms)
+{
+	struct timespec ts = { timeout_ms / 1000, (timeout_ms % 1000) * 1000000L };
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGIO);
+	return sigtimedwait(&set, NULL, &ts) == SIGIO ? 0 : -errno;
+}
+
+static void drop_sigio(void)
+{
+	while (wait_sigio(0) == 0)
+		;
+}
+
+static int set_async(int fd)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGIO);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	if (fcntl(fd, F_SETOWN, getpid()))
+		return -errno;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_ASYNC))
+		return -errno;
+	return 0;
+}
+
+TEST_F(port, sigio_on_host_connect_and_disconnect)
+{
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, wait_host_state(self->fd, false, STATE_TIMEOUT_MS));
+	ASSERT_EQ(0, set_async(self->fd));
+	drop_sigio();
+	ASSERT_HOST("CONNECT p2");
+	ASSERT_EQ(0, wait_sigio(STATE_TIMEOUT_MS)) TH_LOG("no SIGIO on connect");
+	EXPECT_EQ(0, wait_host_state(self->fd, true, STATE_TIMEOUT_MS));
+	drop_sigio();
+	ASSERT_HOST("DISCONNECT p2");
+	ASSERT_EQ(0, wait_sigio(STATE_TIMEOUT_MS)) TH_LOG("no SIGIO on disconnect");
+	EXPECT_EQ(0, wait_host_state(self->fd, false, STATE_TIMEOUT_MS));
+}
+
+TEST_F(port, sigio_on_data)
+{
+	struct pollfd pfd;
+	char c;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, set_async(self->fd));
+	drop_sigio();
+	ASSERT_EQ(0, host_put("p2", "s"));
+	ASSERT_EQ(0, wait_sigio(DATA_TIMEOUT_MS)) TH_LOG("no SIGIO on data");
+	pfd.fd = self->fd;
+	pfd.events = POLLIN;
+	EXPECT_EQ(1, poll(&pfd, 1, DATA_TIMEOUT_MS));
+	EXPECT_EQ(1, read(self->fd, &c, 1));
+	EXPECT_EQ('s', c);
+}
+
+TEST_F(port, lseek_fails_espipe)
+{
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	EXPECT_EQ(-1, lseek(self->fd, 0, SEEK_SET));
+	EXPECT_EQ(ESPIPE, errno);
+	EXPECT_EQ(-1, lseek(self->fd, 10, SEEK_CUR));
+	EXPECT_EQ(ESPIPE, errno);
+}
+
+/*
+ * The host drops its end in the middle of a stream it sends: the guest
+ * reads a correct prefix, then 0; after a reconnect a new stream arrives
+ * whole, with nothing of the old one in front of it.
+ */
+TEST_F_TIMEOUT(port, host_reconnect_mid_stream_to_guest, 120)
+{
+	struct xfer_result res;
+	struct worker w;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_HOST("SEND p2 %llu 11", 1024 * MiB);
+	ASSERT_EQ(0, worker_start(&w, self->fd, false, 1024 * MiB, 11, true));
+	ASSERT_EQ(0, worker_wait_progress(&w, 2 * MiB, 30000));
+	ASSERT_HOST("DISCONNECT p2");
+	ASSERT_EQ(0, worker_join(&w, 30000)) TH_LOG("reader never saw end of file");
+	EXPECT_EQ(0, w.err);
+	EXPECT_TRUE(w.eof);
+	EXPECT_LT(w.done, 1024 * MiB);
+	EXPECT_EQ(-1, w.mismatch) TH_LOG("byte %lld is wrong", (long long)w.mismatch);
+	EXPECT_FALSE(host_is_connected(self->fd));
+
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_HOST("SEND p2 %llu 12", 4 * MiB);
+	ASSERT_EQ(0, worker_start(&w, self->fd, false, 4 * MiB, 12, true));
+	ASSERT_EQ(0, worker_join(&w, 60000));
+	EXPECT_EQ(4 * MiB, w.done);
+	EXPECT_EQ(-1, w.mismatch) TH_LOG("byte %lld is wrong", (long long)w.mismatch);
+	ASSERT_EQ(0, host_wait("p2", DATA_TIMEOUT_MS, 0, &res)) TH_LOG("host: %s", host_said);
+	EXPECT_STREQ(res.txsha, w.sha);
+}
+
+/*
+ * The host drops its end while the guest writes a stream: the writer
+ * blocks while no host is there and carries on after the reconnect.
+ */
+TEST_F_TIMEOUT(port, host_reconnect_mid_stream_from_guest, 120)
+{
+	struct xfer_result res;
+	unsigned long long rx, tx;
+	struct worker w;
+	uint64_t at_reconnect;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_HOST("RECV p2 0 count");
+	ASSERT_EQ(0, worker_start(&w, self->fd, true, 64 * MiB, 21, false));
+	ASSERT_EQ(0, worker_wait_progress(&w, 2 * MiB, 30000));
+	ASSERT_EQ(0, disconnect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, worker_wait_blocked(&w, WAKE_TIMEOUT_MS))
+		TH_LOG("writer did not stop without a host (%llu bytes)",
+		       (unsigned long long)w.done);
+	at_reconnect = w.done;
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_HOST("RECV p2 0 count");
+	ASSERT_EQ(0, worker_join(&w, 60000)) TH_LOG("writer stuck after reconnect");
+	EXPECT_EQ(0, w.err);
+	EXPECT_EQ(64 * MiB, w.done);
+	/* What was written after the reconnect reaches the new connection. */
+	ASSERT_EQ(0, host_wait("p2", DATA_TIMEOUT_MS, 64 * MiB - at_reconnect, &res))
+		TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, host_stat("p2", &rx, &tx));
+	EXPECT_LE(64 * MiB - at_reconnect, rx);
+	EXPECT_GE(64 * MiB, rx);
+}
+
+/* ==== tests: consoles ====================================================== */
+
+FIXTURE(console) {
+	int fd;
+	int kbad;
+	const char *ids[8];
+	int hvc[8];
+	unsigned int n;
+};
+
+FIXTURE_SETUP(console)
+{
+	self->fd = -1;
+	common_setup(_metadata, &self->kbad);
+	self->n = ids_of_consoles(self->ids, ARRAY_SIZE(self->ids));
+}
+
+FIXTURE_TEARDOWN(console)
+{
+	close_fd(&self->fd);
+	common_teardown(_metadata, self->kbad);
+}
+
+static int hvc_of(FIXTURE_DATA(console) *self, const char *id)
+{
+	unsigned int i;
+
+	for (i = 0; i < self->n; i++)
+		if (!strcmp(self->ids[i], id))
+			return self->hvc[i];
+	return -1;
+}
+
+/* Data both ways through the hvc of console chardev id. */
+static void console_round_trip(struct __test_metadata *_metadata,
+			       FIXTURE_DATA(console) *self, const char *id)
+{
+	char text[64];
+	int n = hvc_of(self, id);
+
+	ASSERT_LE(0, n) TH_LOG("no hvc for %s", id);
+	self->fd = hvc_open_raw(n, O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	snprintf(text, sizeof(text), "to-guest-%s-%d", id, getpid());
+	ASSERT_EQ(0, host_put(id, text));
+	EXPECT_EQ(0, expect_text(self->fd, text, DATA_TIMEOUT_MS)) TH_LOG("hvc%d", n);
+	snprintf(text, sizeof(text), "to-host-%s-%d", id, getpid());
+	ASSERT_EQ((ssize_t)strlen(text), write(self->fd, text, strlen(text)));
+	EXPECT_EQ(0, host_find(id, text, DATA_TIMEOUT_MS)) TH_LOG("host: %s", host_said);
+	close_fd(&self->fd);
+}
+
+/* Each console port is exactly one hvc, and no other hvc exists. */
+TEST_F(console, console_ports_are_hvc_devices)
+{
+	unsigned int i, j, backed = 0;
+	int fd;
+
+	ASSERT_EQ(0, map_consoles(self->ids, self->n, self->hvc)) TH_LOG("host: %s", host_said);
+	for (i = 0; i < self->n; i++) {
+		EXPECT_LE(0, self->hvc[i]) TH_LOG("%s has no hvc", self->ids[i]);
+		for (j = 0; j < i; j++)
+			EXPECT_NE(self->hvc[i], self->hvc[j]);
+	}
+	for (i = 0; i < HVC_MAX; i++) {
+		fd = hvc_open_raw(i, O_NONBLOCK);
+		if (fd >= 0) {
+			backed++;
+			close(fd);
+		} else {
+			EXPECT_EQ(-ENODEV, fd) TH_LOG("hvc%u", i);
+		}
+	}
+	EXPECT_EQ(self->n, backed);
+}
+
+TEST_F(console, port0_console_moves_data_both_ways)
+{
+	ASSERT_EQ(0, map_consoles(self->ids, self->n, self->hvc)) TH_LOG("host: %s", host_said);
+	console_round_trip(_metadata, self, "c0");
+}
+
+TEST_F(console, additional_console_moves_data_both_ways)
+{
+	ASSERT_EQ(0, map_consoles(self->ids, self->n, self->hvc)) TH_LOG("host: %s", host_said);
+	console_round_trip(_metadata, self, "c1");
+}
+
+TEST_F(console, console_vport_node_refuses_open_enxio)
+{
+	EXPECT_EQ(-ENXIO, open_port("c0", O_RDWR));
+	EXPECT_EQ(-ENXIO, open_port("c1", O_RDWR));
+}
+
+/* A shell on an hvc: the host types a command and reads its output. */
+TEST_F(console, login_shell_runs_on_console)
+{
+	char path[32];
+	int64_t deadline;
+	pid_t pid, w = 0;
+	int n, status, fd;
+
+	ASSERT_TRUE(path_exists("/bin/sh")) TH_LOG("no /bin/sh in the VM");
+	ASSERT_EQ(0, map_consoles(self->ids, self->n, self->hvc)) TH_LOG("host: %s", host_said);
+	n = hvc_of(self, "c1");
+	ASSERT_LE(0, n);
+	snprintf(path, sizeof(path), "/dev/hvc%d", n);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		setsid();
+		fd = open(path, O_RDWR);	/* becomes the controlling tty */
+		if (fd < 0)
+			_exit(126);
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+		execl("/bin/sh", "-sh", "-i", (char *)NULL);
+		_exit(127);
+	}
+	EXPECT_EQ(0, host_put("c1", "echo vserial-$((6*7))-shell; tty\n"));
+	EXPECT_EQ(0, host_find("c1", "vserial-42-shell", DATA_TIMEOUT_MS))
+		TH_LOG("host: %s", host_said);
+	EXPECT_EQ(0, host_find("c1", path, DATA_TIMEOUT_MS)) TH_LOG("tty is not %s", path);
+	EXPECT_EQ(0, host_put("c1", "exit\n"));
+	deadline = now_ms() + DATA_TIMEOUT_MS;
+	while (remaining_ms(deadline) && (w = waitpid(pid, &status, WNOHANG)) == 0)
+		sleep_ms(10);
+	if (w != pid) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	EXPECT_EQ(pid, w) TH_LOG("the shell did not exit");
+}
+
+/* With console=hvc0 the kernel's messages reach hvc0's host end. */
+TEST_F(console, kernel_console_output_reaches_hvc0)
+{
+	char consoles[1024], marker[64], msg[96];
+	unsigned int i;
+	int kfd;
+
+	if (!strstr(cur_group->cmdline, "console=hvc0"))
+		SKIP(return, "group %s boots without console=hvc0", cur_group->name);
+	ASSERT_LT(0, read_text("/proc/consoles", consoles, sizeof(consoles)));
+	ASSERT_NE(NULL, strstr(consoles, "hvc0")) TH_LOG("consoles: %s", consoles);
+	ASSERT_EQ(0, map_consoles(self->ids, self->n, self->hvc)) TH_LOG("host: %s", host_said);
+	for (i = 0; i < self->n && self->hvc[i] != 0; i++)
+		;
+	ASSERT_LT(i, self->n) TH_LOG("no console chardev is hvc0");
+	snprintf(marker, sizeof(marker), "vserial-kmsg-%d", getpid());
+	/* Level 0 passes the console loglevel the VM's init lowered. */
+	snprintf(msg, sizeof(msg), "<0>%s\n", marker);
+	kfd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	ASSERT_LE(0, kfd);
+	EXPECT_EQ((ssize_t)strlen(msg), write(kfd, msg, strlen(msg)));
+	close(kfd);
+	EXPECT_EQ(0, host_find(self->ids[i], marker, DATA_TIMEOUT_MS))
+		TH_LOG("host: %s", host_said);
+}
+
+static int console_device_index(const char *id)
+{
+	struct vport vp;
+
+	if (find_port(id, &vp))
+		return -ENOENT;
+	return vport_parent_index(&vp);
+}
+
+TEST_F(console, console_size_from_config_space)
+{
+	struct winsize ws;
+	int idx, has;
+
+	idx = console_device_index("c0");
+	ASSERT_LE(0, idx);
+	has = virtio_feature(idx, VIRTIO_CONSOLE_F_SIZE);
+	ASSERT_LE(0, has);
+	if (!has)
+		SKIP(return, "the device does not offer VIRTIO_CONSOLE_F_SIZE (QEMU 7.2 never does); "
+		     "the host module's selftest device covers it");
+	ASSERT_EQ(0, map_consoles(self->ids, self->n, self->hvc));
+	self->fd = hvc_open_raw(hvc_of(self, "c0"), O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, ioctl(self->fd, TIOCGWINSZ, &ws));
+	EXPECT_NE(0, ws.ws_col);
+	EXPECT_NE(0, ws.ws_row);
+}
+
+TEST_F(console, console_resize_message)
+{
+	SKIP(return, "QEMU 7.2 never sends VIRTIO_CONSOLE_RESIZE; "
+	     "the host module's selftest device covers it");
+}
+
+TEST_F(console, emergency_write_negotiated)
+{
+	int idx, has;
+
+	idx = console_device_index("c0");
+	ASSERT_LE(0, idx);
+	has = virtio_feature(idx, VIRTIO_CONSOLE_F_EMERG_WRITE);
+	ASSERT_LE(0, has);
+	if (!is_project_driver())
+		SKIP(return, "the %s driver does not negotiate VIRTIO_CONSOLE_F_EMERG_WRITE "
+		     "(%s)", opt_driver, has ? "it did" : "as expected");
+	/* QEMU offers it (its emergency-write property defaults on). */
+	EXPECT_EQ(1, has);
+}
+
+/* ==== tests: several devices =============================================== */
+
+FIXTURE(multidev) {
+	int fd[2];
+	int kbad;
+};
+
+FIXTURE_SETUP(multidev)
+{
+	self->fd[0] = self->fd[1] = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(multidev)
+{
+	close_fd(&self->fd[0]);
+	close_fd(&self->fd[1]);
+	common_teardown(_metadata, self->kbad);
+}
+
+TEST_F(multidev, devices_number_their_ports_separately)
+{
+	char path[PATH_MAX], id[16];
+	struct vport a, b;
+
+	ASSERT_EQ(0, find_port("p2", &a));
+	ASSERT_EQ(0, find_port("q2", &b));
+	EXPECT_NE(a.devidx, b.devidx);
+	EXPECT_EQ(2, a.nr);
+	EXPECT_EQ(2, b.nr);
+	snprintf(path, sizeof(path), SYS_VIRTIO "/virtio%u/device", a.devidx);
+	ASSERT_LT(0, read_text(path, id, sizeof(id)));
+	EXPECT_STREQ("0x0003", id);
+	snprintf(path, sizeof(path), SYS_VIRTIO "/virtio%u/device", b.devidx);
+	ASSERT_LT(0, read_text(path, id, sizeof(id)));
+	EXPECT_STREQ("0x0003", id);
+}
+
+TEST_F_TIMEOUT(multidev, transfers_on_two_devices_at_once, 300)
+{
+	static const char *const ids[] = { "p3", "q1" };
+	struct duplex x[2];
+	unsigned int i;
+
+	for (i = 0; i < 2; i++) {
+		self->fd[i] = open_port(ids[i], O_RDWR);
+		ASSERT_LE(0, self->fd[i]) TH_LOG("%s", ids[i]);
+		ASSERT_EQ(0, connect_host(ids[i], self->fd[i])) TH_LOG("host: %s", host_said);
+	}
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, duplex_start(&x[i], ids[i], self->fd[i], 16 * MiB, 100 + 2 * i));
+	for (i = 0; i < 2; i++)
+		DUPLEX_CHECK(&x[i], 240000);
+}
+
+/* ==== tests: legacy (single-port) device ==================================== */
+
+FIXTURE(legacy) {
+	int fd;
+	int kbad;
+};
+
+FIXTURE_SETUP(legacy)
+{
+	self->fd = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(legacy)
+{
+	close_fd(&self->fd);
+	common_teardown(_metadata, self->kbad);
+}
+
+/* Virtio console devices without MULTIPORT, as indices. */
+static int legacy_devices(unsigned int *idx, unsigned int max)
+{
+	char path[PATH_MAX], id[16];
+	struct dirent *e;
+	unsigned int n = 0, i;
+	DIR *d;
+
+	d = opendir(SYS_VIRTIO);
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (sscanf(e->d_name, "virtio%u", &i) != 1)
+			continue;
+		snprintf(path, sizeof(path), SYS_VIRTIO "/%s/device", e->d_name);
+		if (read_text(path, id, sizeof(id)) <= 0 || strcmp(id, "0x0003"))
+			continue;
+		if (virtio_feature(i, VIRTIO_CONSOLE_F_MULTIPORT) == 0 && n < max)
+			idx[n++] = i;
+	}
+	closedir(d);
+	return n;
+}
+
+TEST_F(legacy, single_port_device_runs_without_multiport)
+{
+	unsigned int idx[4];
+	char path[PATH_MAX];
+	int n;
+
+	n = legacy_devices(idx, ARRAY_SIZE(idx));
+	ASSERT_EQ(1, n) TH_LOG("devices without MULTIPORT");
+	snprintf(path, sizeof(path), SYS_PORTS "/vport%up0", idx[0]);
+	EXPECT_TRUE(path_exists(path)) TH_LOG("%s", path);
+	snprintf(path, sizeof(path), SYS_PORTS "/vport%up1", idx[0]);
+	EXPECT_FALSE(path_exists(path)) TH_LOG("%s", path);
+	/* Its one port is a console: the vport node refuses to open. */
+	snprintf(path, sizeof(path), "/dev/vport%up0", idx[0]);
+	self->fd = open(path, O_RDWR);
+	EXPECT_EQ(-1, self->fd);
+	EXPECT_EQ(ENXIO, errno);
+}
+
+TEST_F(legacy, single_port_console_moves_data_both_ways)
+{
+	const char *ids[8];
+	int hvc[8], n, i;
+	char text[64];
+
+	n = ids_of_consoles(ids, ARRAY_SIZE(ids));
+	ASSERT_EQ(0, map_consoles(ids, n, hvc)) TH_LOG("host: %s", host_said);
+	for (i = 0; i < n && strcmp(ids[i], "l0"); i++)
+		;
+	ASSERT_LT(i, n);
+	ASSERT_LE(0, hvc[i]);
+	self->fd = hvc_open_raw(hvc[i], O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	snprintf(text, sizeof(text), "legacy-in-%d", getpid());
+	ASSERT_EQ(0, host_put("l0", text));
+	EXPECT_EQ(0, expect_text(self->fd, text, DATA_TIMEOUT_MS));
+	snprintf(text, sizeof(text), "legacy-out-%d", getpid());
+	ASSERT_EQ((ssize_t)strlen(text), write(self->fd, text, strlen(text)));
+	EXPECT_EQ(0, host_find("l0", text, DATA_TIMEOUT_MS)) TH_LOG("host: %s", host_said);
+}
+
+/* ==== tests: hot-plug ====================================================== */
+
+FIXTURE(hotplug) {
+	int fd;
+	int kbad;
+	char added[4][32];	/* device ids to remove in teardown */
+	char chardevs[4][32];
+	unsigned int nadded, nchardevs;
+};
+
+FIXTURE_SETUP(hotplug)
+{
+	self->fd = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(hotplug)
+{
+	int i;
+
+	close_fd(&self->fd);
+	for (i = self->nadded - 1; i >= 0; i--)
+		if (self->added[i][0])
+			HOST("DEVICE_DEL %s %d", self->added[i], PLUG_TIMEOUT_MS);
+	for (i = self->nchardevs - 1; i >= 0; i--)
+		if (self->chardevs[i][0])
+			HOST("CHARDEV_DEL %s", self->chardevs[i]);
+	common_teardown(_metadata, self->kbad);
+}
+
+static int hp_add_chardev(FIXTURE_DATA(hotplug) *self, const char *id)
+{
+	int ret = HOST("CHARDEV_ADD %s", id);
+
+	if (!ret && self->nchardevs < ARRAY_SIZE(self->chardevs))
+		snprintf(self->chardevs[self->nchardevs++], 32, "%s", id);
+	return ret;
+}
+
+static void hp_forget(char (*list)[32], unsigned int n, const char *id)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(list[i], id))
+			list[i][0] = '\0';
+}
+
+static int hp_del_chardev(FIXTURE_DATA(hotplug) *self, const char *id)
+{
+	hp_forget(self->chardevs, self->nchardevs, id);
+	return HOST("CHARDEV_DEL %s", id);
+}
+
+/* device_add of a port named org.test.<id> (or name) on bus, id hp-<id>. */
+static int hp_add_port(FIXTURE_DATA(hotplug) *self, const char *id,
+		       const char *bus, unsigned int nr, const char *name)
+{
+	char devid[32];
+	int ret;
+
+	ret = hp_add_chardev(self, id);
+	if (ret)
+		return ret;
+	snprintf(devid, sizeof(devid), "hp-%s", id);
+	if (name)
+		ret = HOST("DEVICE_ADD driver=virtserialport,bus=%s,chardev=%s,nr=%u,id=%s,name=%s",
+			   bus, id, nr, devid, name);
+	else
+		ret = HOST("DEVICE_ADD driver=virtserialport,bus=%s,chardev=%s,nr=%u,id=%s,name="
+			   PORT_PREFIX "%s", bus, id, nr, devid, id);
+	if (!ret && self->nadded < ARRAY_SIZE(self->added))
+		snprintf(self->added[self->nadded++], 32, "%s", devid);
+	return ret;
+}
+
+static int hp_del_device(FIXTURE_DATA(hotplug) *self, const char *devid)
+{
+	hp_forget(self->added, self->nadded, devid);
+	return HOST("DEVICE_DEL %s %d", devid, PLUG_TIMEOUT_MS);
+}
+
+/* Opens hot-plugged port id, connects the host, checks a short transfer. */
+static void hp_open_and_check(struct __test_metadata *_metadata,
+			      FIXTURE_DATA(hotplug) *self, const char *id,
+			      uint64_t bytes)
+{
+	struct duplex x;
+
+	self->fd = open_port(id, O_RDWR);
+	ASSERT_LE(0, self->fd) TH_LOG("open %s: %s", id, strerror(-self->fd));
+	ASSERT_EQ(0, connect_host(id, self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, duplex_start(&x, id, self->fd, bytes, 300));
+	DUPLEX_CHECK(&x, 60000);
+}
+
+TEST_F_TIMEOUT(hotplug, hotplugged_port_appears_works_and_goes_away, 120)
+{
+	char path[PATH_MAX];
+	struct vport vp, p2;
+
+	ASSERT_EQ(0, find_port("p2", &p2));
+	ASSERT_EQ(0, hp_add_port(self, "h6", "vs0.0", HP_NR_A, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("h6", &vp, PLUG_TIMEOUT_MS)) TH_LOG("port never appeared");
+	EXPECT_EQ(HP_NR_A, vp.nr);
+	EXPECT_EQ(p2.devidx, vp.devidx);
+	ASSERT_TRUE(path_exists(vp.dev));
+	hp_open_and_check(_metadata, self, "h6", 1 * MiB);
+	close_fd(&self->fd);
+	ASSERT_EQ(0, hp_del_device(self, "hp-h6")) TH_LOG("host: %s", host_said);
+	EXPECT_EQ(0, wait_path_gone(vp.dev, PLUG_TIMEOUT_MS)) TH_LOG("%s stays", vp.dev);
+	snprintf(path, sizeof(path), SYS_PORTS "/%s", vp.sysname);
+	EXPECT_EQ(0, wait_path_gone(path, PLUG_TIMEOUT_MS)) TH_LOG("%s stays", path);
+	EXPECT_EQ(0, hp_del_chardev(self, "h6"));
+}
+
+TEST_F_TIMEOUT(hotplug, unplug_wakes_blocked_reader_with_enodev, 120)
+{
+	struct pollfd pfd;
+	struct vport vp;
+	struct call c;
+
+	ASSERT_EQ(0, hp_add_port(self, "h6", "vs0.0", HP_NR_A, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("h6", &vp, PLUG_TIMEOUT_MS));
+	self->fd = open(vp.dev, O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("h6", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_start(&c, self->fd, false, 64));
+	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS));
+	ASSERT_EQ(0, hp_del_device(self, "hp-h6")) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS)) TH_LOG("reader not woken by unplug");
+	EXPECT_EQ(-1, c.ret);
+	EXPECT_EQ(ENODEV, c.err) TH_LOG("read: %s", strerror(c.err));
+	/* The open descriptor keeps failing cleanly until it is closed. */
+	EXPECT_EQ(-1, write(self->fd, "x", 1));
+	EXPECT_EQ(ENODEV, errno);
+	pfd.fd = self->fd;
+	pfd.events = POLLIN | POLLOUT;
+	EXPECT_EQ(1, poll(&pfd, 1, 0));
+	EXPECT_TRUE(pfd.revents & POLLHUP);
+	close_fd(&self->fd);
+	EXPECT_EQ(0, hp_del_chardev(self, "h6"));
+}
+
+/*
+ * A writer blocked on a full queue wakes up when its port goes away.  QEMU
+ * hands back the queued buffers before the guest hears PORT_REMOVE, so the
+ * blocked write may still complete; the writes after it fail with ENODEV.
+ */
+TEST_F_TIMEOUT(hotplug, unplug_wakes_blocked_writer_with_enodev, 120)
+{
+	struct vport vp;
+	struct worker w;
+
+	ASSERT_EQ(0, hp_add_port(self, "h6", "vs0.0", HP_NR_A, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("h6", &vp, PLUG_TIMEOUT_MS));
+	self->fd = open(vp.dev, O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("h6", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, worker_start(&w, self->fd, true, 8192 * MiB, 41, false));
+	ASSERT_EQ(0, worker_wait_blocked(&w, 30000)) TH_LOG("writer did not block");
+	ASSERT_EQ(0, hp_del_device(self, "hp-h6")) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, worker_join(&w, WAKE_TIMEOUT_MS)) TH_LOG("writer not woken by unplug");
+	EXPECT_EQ(ENODEV, w.err) TH_LOG("write: %s after %llu bytes", strerror(w.err),
+					(unsigned long long)w.done);
+	close_fd(&self->fd);
+	EXPECT_EQ(0, hp_del_chardev(self, "h6"));
+}
+
+/* Unplug in the middle of a transfer each way, then plug the port again. */
+TEST_F_TIMEOUT(hotplug, unplug_during_transfer_then_replug, 240)
+{
+	struct worker rd, wr;
+	struct vport vp;
+
+	ASSERT_EQ(0, hp_add_port(self, "h6", "vs0.0", HP_NR_A, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("h6", &vp, PLUG_TIMEOUT_MS));
+	self->fd = open(vp.dev, O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("h6", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_HOST("RECV h6 0 count");
+	ASSERT_HOST("SEND h6 %llu 31", 8192 * MiB);
+	ASSERT_EQ(0, worker_start(&rd, self->fd, false, 8192 * MiB, 31, true));
+	ASSERT_EQ(0, worker_start(&wr, self->fd, true, 8192 * MiB, 32, false));
+	ASSERT_EQ(0, worker_wait_progress(&rd, 2 * MiB, 60000));
+	ASSERT_EQ(0, worker_wait_progress(&wr, 2 * MiB, 60000));
+	ASSERT_EQ(0, hp_del_device(self, "hp-h6")) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, worker_join(&rd, WAKE_TIMEOUT_MS)) TH_LOG("reader not woken by unplug");
+	ASSERT_EQ(0, worker_join(&wr, WAKE_TIMEOUT_MS)) TH_LOG("writer not woken by unplug");
+	EXPECT_EQ(ENODEV, rd.err) TH_LOG("read: %s, eof %d", strerror(rd.err), rd.eof);
+	EXPECT_EQ(ENODEV, wr.err) TH_LOG("write: %s", strerror(wr.err));
+	EXPECT_EQ(-1, rd.mismatch) TH_LOG("byte %lld is wrong", (long long)rd.mismatch);
+	close_fd(&self->fd);
+	EXPECT_EQ(0, wait_path_gone(vp.dev, PLUG_TIMEOUT_MS));
+	ASSERT_EQ(0, hp_del_chardev(self, "h6"));
+
+	/* The same number, plugged again, is a fresh working port. */
+	ASSERT_EQ(0, hp_add_port(self, "h6", "vs0.0", HP_NR_A, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("h6", &vp, PLUG_TIMEOUT_MS));
+	EXPECT_EQ(HP_NR_A, vp.nr);
+	hp_open_and_check(_metadata, self, "h6", 1 * MiB);
+}
+
+/* A whole virtio-serial PCI device goes away while one of its ports is open. */
+TEST_F_TIMEOUT(hotplug, device_unplug_wakes_reader_with_enodev, 240)
+{
+	struct vport vp;
+	struct call c;
+
+	ASSERT_HOST("DEVICE_ADD driver=virtio-serial-pci,id=vs9,max_ports=4");
+	snprintf(self->added[self->nadded++], 32, "vs9");
+	ASSERT_EQ(0, hp_add_port(self, "h9", "vs9.0", 1, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("h9", &vp, 2 * PLUG_TIMEOUT_MS))
+		TH_LOG("port of the hot-plugged device never appeared");
+	hp_open_and_check(_metadata, self, "h9", 256 * 1024);
+	ASSERT_EQ(0, call_start(&c, self->fd, false, 64));
+	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS));
+	hp_forget(self->added, self->nadded, "hp-h9");
+	ASSERT_EQ(0, hp_del_device(self, "vs9")) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS)) TH_LOG("reader not woken by device removal");
+	EXPECT_EQ(-1, c.ret);
+	EXPECT_EQ(ENODEV, c.err) TH_LOG("read: %s", strerror(c.err));
+	close_fd(&self->fd);
+	EXPECT_EQ(0, wait_path_gone(vp.dev, PLUG_TIMEOUT_MS));
+	EXPECT_EQ(0, hp_del_chardev(self, "h9"));
+}
+
+/* ==== tests: a device that misbehaves ====================================== */
+
+FIXTURE(malicious) {
+	int fd;
+	int kbad;
+};
+
+FIXTURE_SETUP(malicious)
+{
+	self->fd = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(malicious)
+{
+	close_fd(&self->fd);
+	HOST("DEVICE_DEL hp-hl %d", PLUG_TIMEOUT_MS);
+	HOST("CHARDEV_DEL hl");
+	common_teardown(_metadata, self->kbad);
+}
+
+/*
+ * QEMU 7.2 copies a port name into one control buffer and reports the full
+ * length as used even when it exceeds the buffer: a name longer than the
+ * guest's buffer arrives cut, without its terminator, with a used length
+ * larger than the buffer.  The guest must stay up and keep the port usable.
+ */
+TEST_F_TIMEOUT(malicious, oversized_port_name_is_handled, 120)
+{
+	char name[LONG_NAME_LEN + 1], path[PATH_MAX], shown[LONG_NAME_LEN + 64];
+	struct vport p2, vp;
+	struct duplex x;
+	int64_t deadline;
+	int len = -1, i;
+
+	ASSERT_EQ(0, find_port("p2", &p2));
+	memset(name, 'n', LONG_NAME_LEN);
+	name[LONG_NAME_LEN] = '\0';
+	ASSERT_HOST("CHARDEV_ADD hl");
+	ASSERT_HOST("DEVICE_ADD driver=virtserialport,bus=vs0.0,chardev=hl,nr=%u,id=hp-hl,name=%s",
+		    HP_NR_B, name);
+	snprintf(vp.sysname, sizeof(vp.sysname), "vport%up%u", p2.devidx, HP_NR_B);
+	snprintf(path, sizeof(path), SYS_PORTS "/%s/name", vp.sysname);
+	deadline = now_ms() + PLUG_TIMEOUT_MS;
+	while ((len = read_text(path, shown, sizeof(shown))) <= 0 && remaining_ms(deadline))
+		sleep_ms(10);
+	ASSERT_LT(0, len) TH_LOG("%s never showed a name", path);
+	EXPECT_GE(LONG_NAME_LEN, len);
+	for (i = 0; i < len && shown[i] == 'n'; i++)
+		;
+	EXPECT_EQ(len, i) TH_LOG("name has a foreign byte at %d", i);
+	TH_LOG("a %d-byte name shows as %d bytes", LONG_NAME_LEN, len);
+	snprintf(path, sizeof(path), "%s", vp.sysname);
+	ASSERT_TRUE(vport_parse(path, &vp));
+	self->fd = open(vp.dev, O_RDWR);
+	ASSERT_LE(0, self->fd) TH_LOG("open %s: %s", vp.dev, strerror(errno));
+	ASSERT_EQ(0, connect_host("hl", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, duplex_start(&x, "hl", self->fd, 256 * 1024, 400));
+	DUPLEX_CHECK(&x, 60000);
+}
+
+TEST_F(malicious, control_message_for_missing_port)
+{
+	SKIP(return, "QEMU 7.2 only names ports it has; the host module's selftest device sends it");
+}
+
+TEST_F(malicious, port_add_beyond_max_nr_ports)
+{
+	SKIP(return, "QEMU 7.2 checks port numbers against max_ports; "
+	     "the host module's selftest device sends it");
+}
+
+TEST_F(malicious, duplicate_port_add_while_running)
+{
+	SKIP(return, "QEMU 7.2 repeats PORT_ADD only after DEVICE_READY (pm.* covers that); "
+	     "the host module's selftest device sends it at any time");
+}
+
+TEST_F(malicious, data_used_length_larger_than_buffer)
+{
+	SKIP(return, "QEMU 7.2 reports exact lengths on data queues; "
+	     "the host module's selftest device sends it");
+}
+
+/* ==== tests: suspend and resume ============================================ */
+
+FIXTURE(pm) {
+	int fd;
+	int kbad;
+};
+
+FIXTURE_SETUP(pm)
+{
+	self->fd = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(pm)
+{
+	close_fd(&self->fd);
+	write_text("/sys/power/pm_test", "none");
+	common_teardown(_metadata, self->kbad);
+}
+
+/*
+ * Suspends and resumes every device through the driver's freeze and
+ * restore callbacks (suspend-to-idle with pm_test=devices: the devices go
+ * down and come back, the machine does not sleep).  Returns a reason to
+ * skip, or NULL.
+ */
+static const char *pm_cycle(struct __test_metadata *_metadata)
+{
+	static const char stats[] = "/sys/power/suspend_stats/success";
+	char states[128], before[32] = "", after[32] = "";
+	int ret;
+
+	if (read_text("/sys/power/state", states, sizeof(states)) < 0 ||
+	    !strstr(states, "freeze"))
+		return "no suspend-to-idle in /sys/power/state";
+	if (!path_exists("/sys/power/pm_test"))
+		return "no /sys/power/pm_test (CONFIG_PM_DEBUG)";
+	write_text("/sys/module/suspend/parameters/pm_test_delay", "0");
+	read_text(stats, before, sizeof(before));
+	EXPECT_EQ(0, write_text("/sys/power/pm_test", "devices"));
+	ret = write_text("/sys/power/state", "freeze");
+	EXPECT_EQ(0, ret) TH_LOG("suspend failed: %s", strerror(-ret));
+	EXPECT_EQ(0, write_text("/sys/power/pm_test", "none"));
+	/* The kernel counts a suspend that went down and came back. */
+	read_text(stats, after, sizeof(after));
+	EXPECT_EQ(atoi(before) + 1, atoi(after)) TH_LOG("suspend_stats/success %s -> %s",
+						      before, after);
+	return NULL;
+}
+
+TEST_F_TIMEOUT(pm, open_port_works_after_freeze_and_restore, 180)
+{
+	const char *skip, *ids[8];
+	struct duplex x;
+	int hvc[8], fd, n, i;
+	char text[64];
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, duplex_start(&x, "p2", self->fd, 1 * MiB, 500));
+	DUPLEX_CHECK(&x, 60000);
+
+	skip = pm_cycle(_metadata);
+	if (skip)
+		SKIP(return, "%s", skip);
+
+	/* The open port comes back connected and moves data. */
+	ASSERT_EQ(0, wait_host_state(self->fd, true, STATE_TIMEOUT_MS))
+		TH_LOG("host connection not seen again after restore");
+	ASSERT_EQ(0, duplex_start(&x, "p2", self->fd, 4 * MiB, 510));
+	DUPLEX_CHECK(&x, 60000);
+	/* A port that was closed opens. */
+	fd = open_port("p3", O_RDWR);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, connect_host("p3", fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, duplex_start(&x, "p3", fd, 1 * MiB, 520));
+	DUPLEX_CHECK(&x, 60000);
+	close(fd);
+	/* Consoles work. */
+	n = ids_of_consoles(ids, ARRAY_SIZE(ids));
+	ASSERT_EQ(0, map_consoles(ids, n, hvc)) TH_LOG("host: %s", host_said);
+	for (i = 0; i < n; i++) {
+		ASSERT_LE(0, hvc[i]) TH_LOG("%s lost its hvc", ids[i]);
+		fd = hvc_open_raw(hvc[i], O_NONBLOCK);
+		ASSERT_LE(0, fd);
+		snprintf(text, sizeof(text), "after-restore-%s-%d", ids[i], getpid());
+		EXPECT_EQ((ssize_t)strlen(text), write(fd, text, strlen(text)));
+		EXPECT_EQ(0, host_find(ids[i], text, DATA_TIMEOUT_MS)) TH_LOG("%s", ids[i]);
+		close(fd);
+	}
+}
+
+TEST_F_TIMEOUT(pm, blocked_reader_survives_freeze_and_restore, 180)
+{
+	const char *skip;
+	struct call c;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, call_start(&c, self->fd, false, 64));
+	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS));
+	skip = pm_cycle(_metadata);
+	if (skip) {
+		HOST("DISCONNECT p2");
+		call_join(&c, WAKE_TIMEOUT_MS);
+		SKIP(return, "%s", skip);
+	}
+	ASSERT_EQ(0, wait_host_state(self->fd, true, STATE_TIMEOUT_MS));
+	EXPECT_FALSE(c.finished) TH_LOG("read returned %zd (%s) across the freeze",
+					c.ret, strerror(c.err));
+	ASSERT_EQ(0, host_put("p2", "thawed"));
+	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS));
+	EXPECT_EQ(6, c.ret);
+	EXPECT_EQ(0, memcmp(c.buf, "thawed", 6));
+}
+
+/* ==== tests: bulk transfers ================================================ */
+
+FIXTURE(bulk) {
+	int fd[4];
+	int kbad;
+};
+
+FIXTURE_SETUP(bulk)
+{
+	int i;
+
+	for (i = 0; i < 4; i++)
+		self->fd[i] = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(bulk)
+{
+	int i;
+
+	for (i = 0; i < 4; i++)
+		close_fd(&self->fd[i]);
+	common_teardown(_metadata, self->kbad);
+}
+
+static void bulk_run(struct __test_metadata *_metadata,
+		     FIXTURE_DATA(bulk) *self, unsigned int nports)
+{
+	static const char *const ids[] = { "p2", "p3", "p4", "p5" };
+	struct duplex x[4];
+	unsigned int i;
+	double t0, dt;
+
+	for (i = 0; i < nports; i++) {
+		self->fd[i] = open_port(ids[i], O_RDWR);
+		ASSERT_LE(0, self->fd[i]) TH_LOG("%s", ids[i]);
+		ASSERT_EQ(0, connect_host(ids[i], self->fd[i])) TH_LOG("host: %s", host_said);
+	}
+	t0 = now_s();
+	for (i = 0; i < nports; i++)
+		ASSERT_EQ(0, duplex_start(&x[i], ids[i], self->fd[i], bulk_bytes,
+					  1000 + 10 * i));
+	for (i = 0; i < nports; i++)
+		DUPLEX_CHECK(&x[i], 600000);
+	dt = now_s() - t0;
+	TH_LOG("%u port(s), %llu MiB each way each: %.1f s, %.1f MB/s in total",
+	       nports, (unsigned long long)(bulk_bytes / MiB), dt,
+	       2.0 * nports * bulk_bytes / 1e6 / dt);
+}
+
+TEST_F_TIMEOUT(bulk, sha1_checked_each_way_on_one_port, 900)
+{
+	bulk_run(_metadata, self, 1);
+}
+
+TEST_F_TIMEOUT(bulk, sha1_checked_each_way_on_four_ports_at_once, 1200)
+{
+	bulk_run(_metadata, self, 4);
+}
+
+/* ==== benchmarks (printed, not asserted) =================================== */
+
+#define BENCH_BYTES	(256 * MiB)
+
+FIXTURE(bench) {
+	int fd;
+	int kbad;
+};
+
+FIXTURE_SETUP(bench)
+{
+	self->fd = -1;
+	common_setup(_metadata, &self->kbad);
+}
+
+FIXTURE_TEARDOWN(bench)
+{
+	close_fd(&self->fd);
+	common_teardown(_metadata, self->kbad);
+}
+
+TEST_F_TIMEOUT(bench, guest_to_host_throughput, 600)
+{
+	static char buf[IO_BLOCK];
+	struct xfer_result res;
+	uint64_t done = 0;
+	double t0, dt;
+	ssize_t r;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	ASSERT_HOST("RECV p2 %llu count", BENCH_BYTES);
+	t0 = now_s();
+	while (done < BENCH_BYTES) {
+		r = write(self->fd, buf, sizeof(buf));
+		ASSERT_LT(0, r) TH_LOG("write: %s", strerror(errno));
+		done += r;
+	}
+	ASSERT_EQ(0, host_wait("p2", 120000, 0, &res)) TH_LOG("host: %s", host_said);
+	dt = now_s() - t0;
+	EXPECT_EQ(BENCH_BYTES, res.rx);
+	printf("BENCH guest_to_host_MBps %.1f\n", BENCH_BYTES / 1e6 / dt);
+	fflush(stdout);
+}
+
+TEST_F_TIMEOUT(bench, host_to_guest_throughput, 600)
+{
+	static char buf[IO_BLOCK];
+	uint64_t done = 0;
+	double t0, dt;
+	ssize_t r;
+
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	t0 = now_s();
+	ASSERT_HOST("SEND p2 %llu 0", BENCH_BYTES);
+	while (done < BENCH_BYTES) {
+		r = read(self->fd, buf, sizeof(buf));
+		ASSERT_LT(0, r) TH_LOG("read: %s", r ? strerror(errno) : "end of file");
+		done += r;
+	}
+	dt = now_s() - t0;
+	printf("BENCH host_to_guest_MBps %.1f\n", BENCH_BYTES / 1e6 / dt);
+	fflush(stdout);
+}
+
+/* ==== main ================================================================= */
+
+/* Waits until every named port of the group is there. */
+static void wait_topology(int timeout_ms)
+{
+	const struct group *g = cur_group;
+	const struct topo_port *tp;
+	int64_t deadline = now_ms() + timeout_ms;
+	unsigned int d, i;
+	struct vport vp;
+
+	for (d = 0; d < g->ndevs; d++)
+		for (i = 0; i < g->devs[d].nports; i++) {
+			tp = &g->devs[d].ports[i];
+			if (tp->named && wait_port(tp->id, &vp, remaining_ms(deadline)))
+				printf("# port %s did not appear within %d s\n",
+				       tp->id, timeout_ms / 1000);
+		}
+}
+
+static int usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s --guest [--ctl TTY] [--group NAME] [--driver intree|project]\n"
+		"          [--bulk-mib N] [harness options]\n"
+		"       %s --host DIR [--timeout SECONDS]\n"
+		"       %s --qemu-args GROUP DIR [DEVOPTS]\n"
+		"       %s --group-info GROUP\n"
+		"       %s --groups\n", prog, prog, prog, prog, prog);
+	return 2;
+}
+
+static int guest_main(int argc, char **argv)
+{
+	char *hargv[64], fixtures[256], *f, *save = NULL;
+	const char *gname = "main";
+	int hargc = 0, i, ret;
+
+	hargv[hargc++] = argv[0];
+	for (i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--ctl") && i + 1 < argc)
+			opt_ctl = argv[++i];
+		else if (!strcmp(argv[i], "--group") && i + 1 < argc)
+			gname = argv[++i];
+		else if (!strcmp(argv[i], "--driver") && i + 1 < argc)
+			opt_driver = argv[++i];
+		else if (!strcmp(argv[i], "--bulk-mib") && i + 1 < argc)
+			bulk_bytes = strtoull(argv[++i], NULL, 0) * MiB;
+		else if (hargc < (int)ARRAY_SIZE(hargv) - 1)
+			hargv[hargc++] = argv[i];
+	}
+	cur_group = find_group(gname);
+	if (!cur_group) {
+		fprintf(stderr, "unknown group %s\n", gname);
+		return 2;
+	}
+	/* Without harness options, run the group's fixtures. */
+	if (hargc == 1) {
+		snprintf(fixtures, sizeof(fixtures), "%s", cur_group->fixtures);
+		for (f = strtok_r(fixtures, " ", &save); f && hargc < 60;
+		     f = strtok_r(NULL, " ", &save)) {
+			hargv[hargc++] = "-f";
+			hargv[hargc++] = f;
+		}
+	}
+	hargv[hargc] = NULL;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (i = 1; i < hargc; i++)
+		if (!strcmp(hargv[i], "-l") || !strcmp(hargv[i], "-h"))
+			return test_harness_run(hargc, hargv);
+
+	ctl_fd = ctl_open(opt_ctl);
+	if (ctl_fd < 0) {
+		printf("Bail out! cannot open the control channel %s: %s\n",
+		       opt_ctl, strerror(-ctl_fd));
+		return 1;
+	}
+	ret = host_hello(60000);
+	if (ret) {
+		printf("Bail out! no answer from the host end on %s: %s\n",
+		       opt_ctl, strerror(-ret));
+		return 1;
+	}
+	printf("# group %s, driver %s, host: %s\n", gname, opt_driver, host_said);
+	wait_topology(30000);
+	ret = test_harness_run(hargc, hargv);
+	HOST("RESET");
+	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "--guest"))
+		return guest_main(argc, argv);
+	if (argc >= 3 && !strcmp(argv[1], "--host"))
+		return host_main(argv[2], argc >= 5 && !strcmp(argv[3], "--timeout") ?
+				 atoi(argv[4]) : 3600);
+	if (argc >= 4 && !strcmp(argv[1], "--qemu-args"))
+		return print_qemu_args(argv[2], argv[3], argc >= 5 ? argv[4] : NULL);
+	if (argc == 3 && !strcmp(argv[1], "--group-info"))
+		return print_group_info(argv[2]);
+	if (argc == 2 && !strcmp(argv[1], "--groups")) {
+		unsigned int i;
+
+		for (i = 0; i < ARRAY_SIZE(groups); i++)
+			printf("%s\n", groups[i].name);
+		return 0;
+	}
+	return usage(argv[0]);
+}
