@@ -283,8 +283,20 @@ static struct vcon_rxbuf *vcon_get_inbuf(struct vcon_port *port)
 	if (port->inbuf)
 		return port->inbuf;
 	buf = virtqueue_get_buf(port->in_vq, &len);
-	if (!buf)
-		return NULL;
+	if (!buf) {
+		/*
+		 * Drained: interrupts for this queue come back on (the
+		 * interrupt handler turned them off so that a busy reader
+		 * is not interrupted for every buffer), unless a buffer
+		 * raced in meanwhile.
+		 */
+		if (virtqueue_enable_cb(port->in_vq))
+			return NULL;
+		virtqueue_disable_cb(port->in_vq);
+		buf = virtqueue_get_buf(port->in_vq, &len);
+		if (!buf)
+			return NULL;
+	}
 	if (len > buf->size) {
 		dev_warn_ratelimited(&port->vdev_priv->vdev->dev,
 				     "port %u: device used %u bytes of a %zu byte buffer\n",
@@ -317,11 +329,14 @@ static void vcon_discard_rx(struct vcon_port *port)
 		port->inbuf = NULL;
 		n++;
 	}
-	while ((buf = vcon_vq_get(port->in_vq))) {
-		vcon_recycle_inbuf(port, buf);
-		n++;
-	}
-	if (n && port->vqs_ready)
+	/* Leave interrupts on, so that data for a closed port is dropped. */
+	do {
+		while ((buf = vcon_vq_get(port->in_vq))) {
+			vcon_recycle_inbuf(port, buf);
+			n++;
+		}
+	} while (!virtqueue_enable_cb(port->in_vq));
+	if (n)
 		virtqueue_kick(port->in_vq);
 }
 
@@ -769,8 +784,15 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 		vcon_reclaim_tx(port);
 		ret = virtqueue_add_outbuf(port->out_vq, buf->sg, buf->nsg, buf,
 					   GFP_ATOMIC);
-		if (!ret)
+		if (!ret) {
 			virtqueue_kick(port->out_vq);
+			/*
+			 * Completions are reclaimed by the next write; one
+			 * interrupt when most of the ring is done frees the
+			 * rest and wakes a writer waiting for room.
+			 */
+			virtqueue_enable_cb_delayed(port->out_vq);
+		}
 	}
 	spin_unlock_irqrestore(&port->outvq_lock, flags);
 	return ret;
@@ -1249,6 +1271,8 @@ static void vcon_in_intr(struct virtqueue *vq)
 	discard = !port->guest_connected && port->vqs_ready;
 	if (discard)
 		vcon_discard_rx(port);
+	else if (port->vqs_ready)
+		virtqueue_disable_cb(vq);	/* the reader takes it from here */
 	spin_unlock_irqrestore(&port->inbuf_lock, flags);
 
 	if (!discard)
