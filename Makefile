@@ -6,6 +6,7 @@
 #   make check               set up, build and run every test in VMs (both kernels)
 #   make demo                boot a VM with the module and move a file through a port
 #   make sparse | checkpatch static checks of the kernel code
+#   make qemu | qemu-check   QEMU with qemu-patches/ (cached); its virtio-serial qtests
 #
 # Kernels, headers and sources are resolved and cached by scripts/setup.sh
 # in $(VSERIAL_CACHE) (default /var/cache/vhost-serial).
@@ -76,6 +77,15 @@ check: setup
 
 demo: setup
 	@scripts/demo.sh
+
+# QEMU 10.0.x from Debian's source with the qemu-patches/ series, cached in
+# $(VSERIAL_CACHE)/qemu by version and series (scripts/qemu.sh).
+.PHONY: qemu qemu-check
+qemu:
+	@scripts/qemu.sh build
+
+qemu-check:
+	@scripts/qemu.sh check
 
 clean:
 	rm -rf $(BUILD)
