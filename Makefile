@@ -4,6 +4,7 @@
 #
 #   make [KERNEL=6.12|6.1]   build vhost_serial.ko for one of Debian's kernels
 #   make check               set up, build and run every test in VMs (both kernels)
+#   make check-guest [GUEST_DRIVER=intree|project]  guest-driver tests only
 #   make demo                boot a VM with the module and move a file through a port
 #   make sparse | checkpatch static checks of the kernel code
 #   make qemu | qemu-check   QEMU with qemu-patches/ (cached); its virtio-serial qtests
@@ -74,6 +75,13 @@ checkpatch: $(VSERIAL_CACHE)/kernels/6.12/env
 
 check: setup
 	@scripts/check.sh $(KERNELS)
+
+# Guest-driver tests alone, in VMs of each kernel, against the in-tree
+# virtio_console (intree) or the project's build/<kernel>/virtio_console.ko.
+GUEST_DRIVER	?= intree
+.PHONY: check-guest
+check-guest: setup
+	@scripts/check.sh --guest-only $(GUEST_DRIVER) $(KERNELS)
 
 demo: setup
 	@scripts/demo.sh

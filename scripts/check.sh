@@ -8,8 +8,17 @@
 #   - build the selftests once (make selftests);
 #   - run them in a VM of that kernel (vmtest.sh), log in build/logs/<s>.log,
 #     and count their TAP results;
+#   - when the project's guest driver was built (build/<s>/virtio_console.ko):
+#     the guest-side tests with it (guest_vmtest.sh: one VM per test group,
+#     QEMU's userspace virtio-serial device), log in build/logs/guest-<s>.log,
+#     counting their TAP results; then the throughput benchmark once more with
+#     the in-tree driver, for the comparison (printed, not counted);
 #   - sparse of the module for the kernel (make sparse KERNEL=<s>);
 #   - checkpatch once (make checkpatch).
+#
+# With --guest-only DRIVER (make check-guest GUEST_DRIVER=intree|project),
+# only the guest-side tests run, for each kernel, against the in-tree
+# driver or the project's (built first).
 #
 # Counted as tests: each TAP result ("ok", "not ok", "ok ... # SKIP" is a
 # skip and never a pass), each sparse run and the checkpatch run.  Counted
@@ -25,6 +34,8 @@
 #                      running the selftests (space separated; for work on
 #                      this test bed itself)
 #   VMTEST_TIMEOUT     timeout of each VM run in seconds (default 1200)
+#   GUEST_GROUPS       guest test groups to run (default: main smp1 smp4 bench)
+#   GUEST_TIMEOUT      timeout of each guest VM run in seconds (default 900)
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +52,11 @@ readonly VM_TIMEOUT=${VMTEST_TIMEOUT:-1200}
 readonly DEFAULT_KERNELS="6.12 6.1"
 # Lines of a failed step's log shown in the output.
 readonly TAIL_LINES=15
+readonly GUEST_RUNNER=$TOP/tools/testing/selftests/vserial/guest_vmtest.sh
+readonly GUEST_PROG=vserial_guest
+readonly GUEST_GROUP_LIST=${GUEST_GROUPS:-main smp1 smp4 bench}
+readonly GUEST_VM_TIMEOUT=${GUEST_TIMEOUT:-900}
+readonly GUEST_BENCH_GROUP=bench
 
 total_pass=0
 total_fail=0
@@ -55,6 +71,10 @@ all_failed=()
 # Set once the selftests were built (or given): the programs to run.
 testprogs=""
 selftests_tried=0
+# The copy of the guest test program, once built.
+guest_prog=""
+# --guest-only: intree or project; empty for the full check.
+guest_only=""
 
 pass() {
 	k_pass=$((k_pass + 1))
@@ -225,6 +245,126 @@ count_vm_results() {
 	rm -f "$log"
 }
 
+# Copies the guest test program beside the others (built by make selftests).
+ensure_guest_prog() {
+	local p=$SELFTEST_OUT/$GUEST_PROG
+
+	[ -n "$guest_prog" ] && return 0
+	# make check built them already (unless VSERIAL_TESTPROGS said not to).
+	if [ $selftests_tried -eq 0 ] || [ ! -x "$p" ]; then
+		echo "building the selftests for the guest tests"
+		if ! run_logged "$LOGDIR/selftests-build.log" make -C "$TOP" selftests ||
+		   [ ! -x "$p" ]; then
+			fail "selftests: build" "$GUEST_PROG missing"
+			return 1
+		fi
+	fi
+	mkdir -p "$PROG_COPIES"
+	cp "$p" "$PROG_COPIES/$GUEST_PROG"
+	guest_prog=$PROG_COPIES/$GUEST_PROG
+}
+
+# Counts the results of one guest test group from its section file $2 of
+# the combined log; $1 names it (<series>/<group>).
+count_guest_group() {
+	local label=$1 section=$2 group=${1#*/} name line nots=0 rc bad fatal
+
+	name=$GUEST_PROG@$group
+	while IFS= read -r line; do
+		count_result "$label" "$line"
+		if [[ $line == "not ok "* ]]; then
+			nots=$((nots + 1))
+		fi
+	done < <(tap_results "$section" "$name")
+	rc=$(grep -o "VMTEST-END $name rc=[0-9]*" "$section" | tail -n1 | sed 's/.*rc=//' || true)
+	fatal=$(sed -n 's/.*VMTEST-FATAL //p' "$section" | head -n1)
+	if [ -n "$fatal" ]; then
+		fail "$label: driver-load" "$fatal"
+	elif ! grep -qx 'VMTEST-DONE' "$section"; then
+		fail "$label: vm-finished" "no VMTEST-DONE"
+	fi
+	if [ -n "$rc" ] && [ "$rc" -ne 0 ] && [ $nots -eq 0 ]; then
+		if grep -q "^VMTEST-TIMEOUT $name " "$section"; then
+			fail "$label: $GUEST_PROG-exit" "rc=$rc, timed out"
+		else
+			fail "$label: $GUEST_PROG-exit" "rc=$rc"
+		fi
+	fi
+	bad=$(sed -n 's/^VMTEST-KLOG bad=\([0-9]*\).*/\1/p' "$section" | tail -n1)
+	if [ -n "$bad" ] && [ "$bad" -gt 0 ]; then
+		fail "$label: kernel-log-clean" "$bad bad lines"
+		grep '^VMTEST-KLOG| ' "$section" | sed 's/^VMTEST-KLOG| /  klog: /' || true
+	fi
+}
+
+# Splits the combined guest log $2 of kernel $1 by group and counts each.
+count_guest_results() {
+	local series=$1 log=$2 dir g
+
+	dir=$(mktemp -d)
+	if [ -s "$log" ]; then
+		tr -d '\r' <"$log" | awk -v dir="$dir" '
+			/^=== GROUP / { out = dir "/" $3; next }
+			out { print > out }'
+	fi
+	for g in $GUEST_GROUP_LIST; do
+		if [ -s "$dir/$g" ]; then
+			count_guest_group "$series/$g" "$dir/$g"
+		else
+			fail "$series/$g: vm-finished" "no log"
+		fi
+	done
+	rm -rf "$dir"
+}
+
+# The value of BENCH line $2 in log $1, or "-".
+bench_value() {
+	local v
+
+	v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n "s/^BENCH $2 \([0-9.]*\).*/\1/p" | tail -n1)
+	echo "${v:--}"
+}
+
+# Prints the guest driver's throughput against the in-tree driver's.
+report_guest_bench() {
+	local series=$1 ours=$2 ref=$3 dir a b
+
+	for dir in guest_to_host host_to_guest; do
+		a=$(bench_value "$ours" "${dir}_MBps")
+		b=$(bench_value "$ref" "${dir}_MBps")
+		if [ "$a" != - ] && [ "$b" != - ]; then
+			echo "BENCH $series ${dir}_MBps project $a in-tree $b ratio $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')"
+		else
+			echo "BENCH $series ${dir}_MBps project $a in-tree $b"
+		fi
+	done
+}
+
+# Runs the guest-side tests of kernel $1 with driver $2 (intree or a path).
+run_guest_tests() {
+	local series=$1 driver=$2 log=$LOGDIR/guest-$1.log g rc=0 t
+	local gargs=()
+
+	ensure_guest_prog || return 0
+	for g in $GUEST_GROUP_LIST; do
+		gargs+=(-g "$g")
+	done
+	t=$(date +%s)
+	echo "running the guest tests (${GUEST_GROUP_LIST}) in $series VMs, driver ${driver##*/}"
+	"$GUEST_RUNNER" -k "$series" -d "$driver" -b "$guest_prog" -l "$log" \
+		-T "$GUEST_VM_TIMEOUT" "${gargs[@]}" 2>&1 | sed 's/^/  /' || rc=$?
+	echo "  guest_vmtest.sh exit status $rc; log $log ($(elapsed_since "$t")s)"
+	count_guest_results "$series" "$log"
+	if [ "$driver" != intree ]; then
+		# The same benchmark with the in-tree driver, for the ratio.
+		rc=0
+		"$GUEST_RUNNER" -k "$series" -d intree -b "$guest_prog" \
+			-l "$LOGDIR/guest-bench-intree-$series.log" \
+			-T "$GUEST_VM_TIMEOUT" -g $GUEST_BENCH_GROUP 2>&1 | sed 's/^/  /' || rc=$?
+		report_guest_bench "$series" "$log" "$LOGDIR/guest-bench-intree-$series.log"
+	fi
+}
+
 run_vm_tests() {
 	local series=$1 vmlog=$LOGDIR/$1.log rc=0
 
@@ -268,6 +408,11 @@ test_kernel() {
 		elif [ -z "$testprogs" ]; then
 			echo "no test programs: VM tests of $series not run"
 		fi
+		if [ -f "$BUILD/$series/virtio_console.ko" ]; then
+			run_guest_tests "$series" "$BUILD/$series/virtio_console.ko"
+		else
+			echo "no $BUILD/$series/virtio_console.ko: guest tests of $series not run"
+		fi
 	else
 		fail "$series: build"
 	fi
@@ -295,15 +440,51 @@ test_checkpatch() {
 	fi
 }
 
-main() {
-	local kernels=${*:-$DEFAULT_KERNELS} series start
+# --guest-only: the guest-side tests of kernel $1 alone.
+test_kernel_guest() {
+	local series=$1 start driver=intree
 
+	start=$(date +%s)
+	reset_kernel_counts
+	echo "=== $series (guest tests, driver $guest_only)"
+	if [ "$guest_only" = project ]; then
+		driver=$BUILD/$series/virtio_console.ko
+		if ! run_logged "$LOGDIR/build-$series.log" make -C "$TOP" KERNEL="$series" ||
+		   [ ! -f "$driver" ]; then
+			fail "$series: build" "virtio_console.ko"
+			report_kernel "$series" "$(elapsed_since "$start")"
+			return
+		fi
+	fi
+	run_guest_tests "$series" "$driver"
+	report_kernel "$series" "$(elapsed_since "$start")"
+}
+
+main() {
+	local kernels series start
+
+	if [ "${1:-}" = --guest-only ]; then
+		guest_only=${2:-}
+		case $guest_only in
+		intree | project) ;;
+		*)
+			echo "usage: $0 [--guest-only intree|project] [SERIES...]" >&2
+			exit 2
+			;;
+		esac
+		shift 2
+	fi
+	kernels=${*:-$DEFAULT_KERNELS}
 	start=$(date +%s)
 	mkdir -p "$LOGDIR"
 	for series in $kernels; do
-		test_kernel "$series"
+		if [ -n "$guest_only" ]; then
+			test_kernel_guest "$series"
+		else
+			test_kernel "$series"
+		fi
 	done
-	test_checkpatch
+	[ -n "$guest_only" ] || test_checkpatch
 
 	echo "=== total ($(elapsed_since "$start")s)"
 	for series in "${all_failed[@]}"; do

@@ -46,7 +46,7 @@ readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly QEMU=${QEMU:-qemu-system-x86_64}
 readonly BUSYBOX=${BUSYBOX:-/bin/busybox}
 readonly DEFAULT_SERIES=6.12
-readonly DEFAULT_GROUPS="main smp1 smp4"
+readonly DEFAULT_GROUPS="main smp1 smp4 bench"
 readonly DEFAULT_TIMEOUT=900
 readonly DEFAULT_BINARY=$TOP/build/selftests/vserial_guest
 # Time a VM gets beyond its test program for booting and reporting.
@@ -86,6 +86,8 @@ extra_cmdline=""
 root=""
 modules=()
 failed=0
+# Seconds the last VM ran, from taking the lock to QEMU's exit.
+vm_secs=0
 
 usage() {
 	cat >&2 <<EOT
@@ -322,7 +324,10 @@ mount_filesystems() {
 	exec </dev/console >/dev/console 2>&1
 	mount -t proc proc /proc &&
 	mount -t sysfs sysfs /sys &&
-	mount -t tmpfs tmpfs /tmp
+	mount -t tmpfs tmpfs /tmp || return 1
+	# Optional: the in-tree driver's per-port state, for diagnostics.
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	return 0
 }
 
 load_driver() {
@@ -506,7 +511,7 @@ end_host() {
 
 # Runs the VM of group $1; its serial log goes to $2.
 run_group_vm() {
-	local group=$1 glog=$2 dir=$tmpdir/$1 info gsmp gcmdline cmdline pid rc=0
+	local group=$1 glog=$2 dir=$tmpdir/$1 info gsmp gcmdline cmdline pid start rc=0
 	local qargs=()
 
 	mkdir -p "$dir"
@@ -520,6 +525,7 @@ run_group_vm() {
 	cmdline="$gcmdline $CMDLINE_BASE vserial.group=$group $extra_cmdline"
 
 	take_vm_lock
+	start=$(date +%s)
 	start_host "$dir"
 	log "group $group: booting $release ($series), $gsmp vCPUs, driver $driver, timeout ${timeout}s"
 	rm -f "$glog"
@@ -536,6 +542,7 @@ run_group_vm() {
 		-append "$cmdline" </dev/null &
 	pid=$!
 	wait $pid || rc=$?
+	vm_secs=$(($(date +%s) - start))
 	end_host
 	release_vm_lock
 	return $rc
@@ -595,7 +602,7 @@ evaluate_group() {
 }
 
 main() {
-	local g glog start secs qrc
+	local g glog qrc
 
 	parse_args "$@"
 	check_tools
@@ -614,14 +621,13 @@ main() {
 	build_initramfs
 	for g in "${groups[@]}"; do
 		glog=$tmpdir/$g.serial
-		start=$(date +%s)
 		qrc=0
+		vm_secs=0
 		run_group_vm "$g" "$glog" || qrc=$?
-		secs=$(($(date +%s) - start))
 		if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 			log "group $g: the VM timed out after $((timeout + BOOT_MARGIN))s"
 		fi
-		evaluate_group "$g" "$glog" "$qrc" "$secs" || failed=1
+		evaluate_group "$g" "$glog" "$qrc" "$vm_secs" || failed=1
 		rm -f "$tmpdir/qemu.pid"
 	done
 	if [ $failed -eq 0 ]; then
