@@ -80,18 +80,20 @@ struct vcon_port {
 	struct virtqueue *out_vq;
 
 	/*
-	 * Guarded by inbuf_lock: in_vq, inbuf, the connection flags.  The
+	 * Guarded by *inbuf_lock: in_vq, inbuf, the connection flags.  The
 	 * queue flags are written under both locks, so either lock is
-	 * enough to read them.
+	 * enough to read them.  The locks belong to the queues, not the
+	 * port: buffers outlive an unplugged port in its queues, and a port
+	 * plugged again under the same number finds them there.
 	 */
-	spinlock_t inbuf_lock;
+	spinlock_t *inbuf_lock;
 	struct vcon_rxbuf *inbuf;
 	bool guest_connected;
 	bool host_connected;
 	bool unplugged;		/* gone for good */
 	bool vqs_ready;		/* queues usable: not unplugged nor frozen */
 
-	spinlock_t outvq_lock;	/* out_vq */
+	spinlock_t *outvq_lock;	/* out_vq */
 
 	struct mutex read_lock;	/* one reader copies at a time */
 	wait_queue_head_t waitqueue;
@@ -116,6 +118,7 @@ struct vcon_device {
 	int major;
 	unsigned int nvqs;
 	struct virtqueue **vqs;
+	spinlock_t *vq_locks;		/* one per data queue */
 	struct virtqueue *c_ivq;
 	struct virtqueue *c_ovq;
 
@@ -227,9 +230,10 @@ static int vcon_add_inbuf(struct virtqueue *vq, struct vcon_rxbuf *buf)
 }
 
 /*
- * Post up to @nbufs buffers of @alloc bytes, header included, on @vq,
- * which @lock guards, as long as *@ready (if given) says the queue is
- * usable.  No kick: the caller knows whether the device may be notified.
+ * Post buffers of @alloc bytes, header included, on @vq, which @lock
+ * guards, until @nbufs are posted (buffers a port left behind count), as
+ * long as *@ready (if given) says the queue is usable.  No kick: the
+ * caller knows whether the device may be notified.
  */
 static unsigned int vcon_fill_vq(struct virtqueue **vq, spinlock_t *lock,
 				 const bool *ready, unsigned int nbufs,
@@ -240,13 +244,18 @@ static unsigned int vcon_fill_vq(struct virtqueue **vq, spinlock_t *lock,
 	unsigned long flags;
 	int ret;
 
-	while (added < nbufs) {
+	for (;;) {
 		buf = kmalloc(alloc, GFP_KERNEL);
 		if (!buf)
 			break;
 		buf->size = alloc - sizeof(*buf);
 		spin_lock_irqsave(lock, flags);
-		ret = !ready || *ready ? vcon_add_inbuf(*vq, buf) : -ENODEV;
+		if (ready && !*ready)
+			ret = -ENODEV;
+		else if (virtqueue_get_vring_size(*vq) - (*vq)->num_free >= nbufs)
+			ret = -ENOSPC;
+		else
+			ret = vcon_add_inbuf(*vq, buf);
 		spin_unlock_irqrestore(lock, flags);
 		if (ret) {
 			kfree(buf);
@@ -263,13 +272,13 @@ static unsigned int vcon_fill_rx(struct vcon_port *port)
 	unsigned int added;
 	unsigned long flags;
 
-	added = vcon_fill_vq(&port->in_vq, &port->inbuf_lock, &port->vqs_ready,
+	added = vcon_fill_vq(&port->in_vq, port->inbuf_lock, &port->vqs_ready,
 			     VCON_RX_BUFS, VCON_RX_ALLOC);
-	if (added) {
-		spin_lock_irqsave(&port->inbuf_lock, flags);
+	if (added || port->vqs_ready) {
+		spin_lock_irqsave(port->inbuf_lock, flags);
 		if (port->vqs_ready)
 			virtqueue_kick(port->in_vq);
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		spin_unlock_irqrestore(port->inbuf_lock, flags);
 	}
 	return added;
 }
@@ -345,9 +354,9 @@ static bool vcon_has_data(struct vcon_port *port)
 	unsigned long flags;
 	bool ret;
 
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	ret = port->vqs_ready && vcon_get_inbuf(port);
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	return ret;
 }
 
@@ -438,6 +447,7 @@ static void vcon_device_release(struct kref *kref)
 	struct vcon_device *pd = container_of(kref, struct vcon_device, kref);
 
 	kfree(pd->ports);
+	kfree(pd->vq_locks);
 	kfree(pd->vqs);
 	kfree(pd);
 }
@@ -520,7 +530,7 @@ ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 		return 0;	/* hvc retries later */
 	}
 
-	spin_lock_irqsave(&port->outvq_lock, flags);
+	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->vqs_ready) {
 		vcon_reclaim_tx(port);
 		ret = virtqueue_add_outbuf(port->out_vq, tx->sg, 1, tx,
@@ -528,7 +538,7 @@ ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 		if (!ret)
 			virtqueue_kick(port->out_vq);
 	}
-	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	spin_unlock_irqrestore(port->outvq_lock, flags);
 	if (!ret) {
 		vcon_port_put(port);
 		return count;
@@ -560,7 +570,7 @@ ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
 
 	if (!port)
 		return -EPIPE;
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	while (done < count && port->vqs_ready &&
 	       (rx = vcon_get_inbuf(port))) {
 		n = min(count - done, rx->len - rx->offset);
@@ -575,7 +585,7 @@ ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
 	}
 	if (recycled && port->vqs_ready)
 		virtqueue_kick(port->in_vq);
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	vcon_port_put(port);
 	return done;
 }
@@ -639,9 +649,9 @@ static int vcon_console_init(struct vcon_port *port)
 	if (port->ws.ws_row || port->ws.ws_col)
 		__hvc_resize(port->hvc, port->ws);
 	/* A console is always open on the guest side. */
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	port->guest_connected = true;
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	vcon_send_ctrl(port->vdev_priv, port->id, VIRTIO_CONSOLE_PORT_OPEN, 1);
 	return 0;
 }
@@ -670,9 +680,9 @@ static bool vcon_read_blocks(struct vcon_port *port)
 
 	if (vcon_has_data(port))
 		return false;
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	blocks = port->host_connected && !port->unplugged;
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	return blocks;
 }
 
@@ -682,7 +692,7 @@ static bool vcon_write_blocks(struct vcon_port *port)
 	bool blocks;
 
 	/* As before: nobody to write to on the host means wait. */
-	spin_lock_irqsave(&port->outvq_lock, flags);
+	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->unplugged) {
 		blocks = false;
 	} else if (!port->vqs_ready || !READ_ONCE(port->host_connected)) {
@@ -691,7 +701,7 @@ static bool vcon_write_blocks(struct vcon_port *port)
 		vcon_reclaim_tx(port);
 		blocks = !port->out_vq->num_free;
 	}
-	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	spin_unlock_irqrestore(port->outvq_lock, flags);
 	return blocks;
 }
 
@@ -711,9 +721,9 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 	size_t n, copied;
 
 	while (iov_iter_count(to)) {
-		spin_lock_irqsave(&port->inbuf_lock, flags);
+		spin_lock_irqsave(port->inbuf_lock, flags);
 		rx = port->vqs_ready ? vcon_get_inbuf(port) : NULL;
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		spin_unlock_irqrestore(port->inbuf_lock, flags);
 		if (!rx)
 			break;
 
@@ -723,13 +733,13 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 		rx->offset += copied;
 		done += copied;
 
-		spin_lock_irqsave(&port->inbuf_lock, flags);
+		spin_lock_irqsave(port->inbuf_lock, flags);
 		if (rx->offset == rx->len && port->inbuf == rx) {
 			port->inbuf = NULL;
 			vcon_recycle_inbuf(port, rx);
 			recycled = true;
 		}
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		spin_unlock_irqrestore(port->inbuf_lock, flags);
 		if (copied < n) {
 			if (!done)
 				done = -EFAULT;
@@ -737,10 +747,10 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 		}
 	}
 	if (recycled) {
-		spin_lock_irqsave(&port->inbuf_lock, flags);
+		spin_lock_irqsave(port->inbuf_lock, flags);
 		if (port->vqs_ready)
 			virtqueue_kick(port->in_vq);
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		spin_unlock_irqrestore(port->inbuf_lock, flags);
 	}
 	return done;
 }
@@ -775,7 +785,7 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 	unsigned long flags;
 	int ret;
 
-	spin_lock_irqsave(&port->outvq_lock, flags);
+	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->unplugged) {
 		ret = -ENODEV;
 	} else if (!port->vqs_ready) {
@@ -794,7 +804,7 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 			virtqueue_enable_cb_delayed(port->out_vq);
 		}
 	}
-	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	spin_unlock_irqrestore(port->outvq_lock, flags);
 	return ret;
 }
 
@@ -897,7 +907,7 @@ static int vcon_open(struct inode *inode, struct file *filp)
 	ret = -ENXIO;
 	if (port->is_console)
 		goto err_put;
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	if (port->unplugged) {
 		ret = -ENXIO;
 	} else if (port->guest_connected) {
@@ -906,7 +916,7 @@ static int vcon_open(struct inode *inode, struct file *filp)
 		port->guest_connected = true;
 		ret = 0;
 	}
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	if (ret)
 		goto err_put;
 
@@ -934,19 +944,19 @@ static int vcon_release(struct inode *inode, struct file *filp)
 	bool unplugged;
 
 	vcon_fasync(-1, filp, 0);
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	port->guest_connected = false;
 	unplugged = port->unplugged;
 	/* Data the next opener never asked for is dropped, as before. */
 	vcon_discard_rx(port);
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	if (!unplugged)
 		vcon_send_ctrl(port->vdev_priv, port->id,
 			       VIRTIO_CONSOLE_PORT_OPEN, 0);
-	spin_lock_irqsave(&port->outvq_lock, flags);
+	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->vqs_ready)
 		vcon_reclaim_tx(port);
-	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	spin_unlock_irqrestore(port->outvq_lock, flags);
 	vcon_port_put(port);
 	return 0;
 }
@@ -1014,8 +1024,8 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	port->id = id;
 	port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
 	port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
-	spin_lock_init(&port->inbuf_lock);
-	spin_lock_init(&port->outvq_lock);
+	port->inbuf_lock = &pd->vq_locks[id ? 2 * id + 2 : 0];
+	port->outvq_lock = &pd->vq_locks[id ? 2 * id + 3 : 1];
 	mutex_init(&port->read_lock);
 	init_waitqueue_head(&port->waitqueue);
 	INIT_LIST_HEAD(&port->console_node);
@@ -1023,7 +1033,8 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	port->host_connected = !pd->multiport;
 	port->vqs_ready = true;
 
-	if (!vcon_fill_rx(port)) {
+	vcon_fill_rx(port);
+	if (virtqueue_get_vring_size(port->in_vq) == port->in_vq->num_free) {
 		ret = -ENOMEM;
 		goto err_put;
 	}
@@ -1055,22 +1066,60 @@ err_put:
 	return ret;
 }
 
-/* Detach all buffers of a port's queues; the device no longer uses them. */
-static void vcon_port_drop_buffers(struct vcon_port *port)
+static void vcon_free_buf(struct virtqueue *vq, void *buf)
 {
-	struct vcon_rxbuf *rx;
-	struct vcon_txbuf *tx;
+	/* Even data queues receive, odd ones transmit. */
+	if (vq->index % 2)
+		vcon_txbuf_free(buf);
+	else
+		kfree(buf);
+}
+
+/*
+ * Buffers an unplugged port leaves: what the device handed back is freed;
+ * what it still holds stays in the ring (taking it back from a running
+ * device is not allowed) and is freed when it comes back or at reset.
+ * Caller holds both queue locks.
+ */
+static void vcon_port_release_buffers(struct vcon_port *port)
+{
+	void *buf;
 
 	kfree(port->inbuf);
 	port->inbuf = NULL;
-	while ((rx = vcon_vq_get(port->in_vq)))
-		kfree(rx);
-	while ((rx = virtqueue_detach_unused_buf(port->in_vq)))
-		kfree(rx);
-	while ((tx = vcon_vq_get(port->out_vq)))
-		vcon_txbuf_free(tx);
-	while ((tx = virtqueue_detach_unused_buf(port->out_vq)))
-		vcon_txbuf_free(tx);
+	while ((buf = vcon_vq_get(port->in_vq)))
+		vcon_free_buf(port->in_vq, buf);
+	while ((buf = vcon_vq_get(port->out_vq)))
+		vcon_free_buf(port->out_vq, buf);
+}
+
+/* After a reset: every buffer of every data queue comes back to us. */
+static void vcon_drop_data_buffers(struct vcon_device *pd)
+{
+	unsigned int i;
+	void *buf;
+
+	for (i = 0; i < pd->nvqs; i++) {
+		if (pd->multiport && (i == 2 || i == 3))
+			continue;
+		while ((buf = virtqueue_detach_unused_buf(pd->vqs[i])))
+			vcon_free_buf(pd->vqs[i], buf);
+	}
+}
+
+/* A data queue interrupt for a port that is gone: reclaim what came back. */
+static void vcon_orphan_intr(struct virtqueue *vq)
+{
+	struct vcon_device *pd = vq->vdev->priv;
+	spinlock_t *lock = &pd->vq_locks[vq->index];
+	unsigned long flags;
+	void *buf;
+
+	spin_lock_irqsave(lock, flags);
+	if (!pd->dead)
+		while ((buf = vcon_vq_get(vq)))
+			vcon_free_buf(vq, buf);
+	spin_unlock_irqrestore(lock, flags);
 }
 
 /*
@@ -1087,14 +1136,14 @@ static void vcon_remove_port(struct vcon_port *port)
 	pd->ports[port->id] = NULL;
 	spin_unlock_irqrestore(&pd->ports_lock, flags);
 
-	spin_lock_irqsave(&port->inbuf_lock, flags);
-	spin_lock(&port->outvq_lock);
+	spin_lock_irqsave(port->inbuf_lock, flags);
+	spin_lock(port->outvq_lock);
 	port->unplugged = true;
 	port->vqs_ready = false;
 	port->host_connected = false;
-	vcon_port_drop_buffers(port);
-	spin_unlock(&port->outvq_lock);
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	vcon_port_release_buffers(port);
+	spin_unlock(port->outvq_lock);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 
 	vcon_wake(port, POLL_HUP);
 	vcon_console_exit(port);
@@ -1126,10 +1175,10 @@ static void vcon_set_host_connected(struct vcon_port *port, bool connected)
 	unsigned long flags;
 	bool changed;
 
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	changed = port->host_connected != connected;
 	port->host_connected = connected;
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 	if (changed)
 		vcon_wake(port, connected ? POLL_IN : POLL_HUP);
 	if (port->is_console && port->hvc && hvc_poll(port->hvc))
@@ -1264,16 +1313,18 @@ static void vcon_in_intr(struct virtqueue *vq)
 	unsigned long flags;
 	bool discard;
 
-	if (!port)
+	if (!port) {
+		vcon_orphan_intr(vq);
 		return;
-	spin_lock_irqsave(&port->inbuf_lock, flags);
+	}
+	spin_lock_irqsave(port->inbuf_lock, flags);
 	/* Data for a port nobody has open is not kept for a later opener. */
 	discard = !port->guest_connected && port->vqs_ready;
 	if (discard)
 		vcon_discard_rx(port);
 	else if (port->vqs_ready)
 		virtqueue_disable_cb(vq);	/* the reader takes it from here */
-	spin_unlock_irqrestore(&port->inbuf_lock, flags);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 
 	if (!discard)
 		vcon_wake(port, POLL_IN);
@@ -1287,12 +1338,14 @@ static void vcon_out_intr(struct virtqueue *vq)
 	struct vcon_port *port = vcon_vq_port(vq);
 	unsigned long flags;
 
-	if (!port)
+	if (!port) {
+		vcon_orphan_intr(vq);
 		return;
-	spin_lock_irqsave(&port->outvq_lock, flags);
+	}
+	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->vqs_ready)
 		vcon_reclaim_tx(port);
-	spin_unlock_irqrestore(&port->outvq_lock, flags);
+	spin_unlock_irqrestore(port->outvq_lock, flags);
 	wake_up_interruptible(&port->waitqueue);
 	vcon_port_put(port);
 }
@@ -1435,6 +1488,7 @@ static int vcon_start(struct vcon_device *pd)
 static int vcon_probe(struct virtio_device *vdev)
 {
 	struct vcon_device *pd;
+	unsigned int i;
 	int ret;
 
 	if (!vdev->config->get) {
@@ -1459,9 +1513,12 @@ static int vcon_probe(struct virtio_device *vdev)
 		goto err_free;
 	ret = -ENOMEM;
 	pd->vqs = kcalloc(pd->nvqs, sizeof(*pd->vqs), GFP_KERNEL);
+	pd->vq_locks = kcalloc(pd->nvqs, sizeof(*pd->vq_locks), GFP_KERNEL);
 	pd->ports = kcalloc(pd->max_nr_ports, sizeof(*pd->ports), GFP_KERNEL);
-	if (!pd->vqs || !pd->ports)
+	if (!pd->vqs || !pd->vq_locks || !pd->ports)
 		goto err_free;
+	for (i = 0; i < pd->nvqs; i++)
+		spin_lock_init(&pd->vq_locks[i]);
 
 	pd->major = __register_chrdev(0, 0, pd->max_nr_ports,
 				      "virtio-portsdev", &vcon_fops);
@@ -1534,6 +1591,7 @@ static void vcon_remove(struct virtio_device *vdev)
 	cancel_work_sync(&pd->config_work);
 
 	vcon_remove_all_ports(pd);
+	vcon_drop_data_buffers(pd);
 	vcon_drop_ctrl_buffers(pd);
 	vdev->config->del_vqs(vdev);
 	__unregister_chrdev(pd->major, 0, pd->max_nr_ports, "virtio-portsdev");
@@ -1562,14 +1620,16 @@ static int vcon_freeze(struct virtio_device *vdev)
 		port = vcon_port_get(pd, id);
 		if (!port)
 			continue;
-		spin_lock_irqsave(&port->inbuf_lock, flags);
-		spin_lock(&port->outvq_lock);
+		spin_lock_irqsave(port->inbuf_lock, flags);
+		spin_lock(port->outvq_lock);
 		port->vqs_ready = false;
-		vcon_port_drop_buffers(port);
-		spin_unlock(&port->outvq_lock);
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		kfree(port->inbuf);
+		port->inbuf = NULL;
+		spin_unlock(port->outvq_lock);
+		spin_unlock_irqrestore(port->inbuf_lock, flags);
 		vcon_port_put(port);
 	}
+	vcon_drop_data_buffers(pd);
 	vcon_drop_ctrl_buffers(pd);
 	vdev->config->del_vqs(vdev);
 	return 0;
@@ -1590,13 +1650,13 @@ static int vcon_restore(struct virtio_device *vdev)
 		port = vcon_port_get(pd, id);
 		if (!port)
 			continue;
-		spin_lock_irqsave(&port->inbuf_lock, flags);
-		spin_lock(&port->outvq_lock);
+		spin_lock_irqsave(port->inbuf_lock, flags);
+		spin_lock(port->outvq_lock);
 		port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
 		port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
 		port->vqs_ready = true;
-		spin_unlock(&port->outvq_lock);
-		spin_unlock_irqrestore(&port->inbuf_lock, flags);
+		spin_unlock(port->outvq_lock);
+		spin_unlock_irqrestore(port->inbuf_lock, flags);
 		vcon_fill_rx(port);
 		vcon_port_put(port);
 	}
