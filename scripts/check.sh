@@ -304,7 +304,7 @@ count_guest_results() {
 	dir=$(mktemp -d)
 	if [ -s "$log" ]; then
 		tr -d '\r' <"$log" | awk -v dir="$dir" '
-			/^=== GROUP / { out = dir "/" $3; next }
+			/^=== / { out = $2 == "GROUP" ? dir "/" $3 : ""; next }
 			out { print > out }'
 	fi
 	for g in $GUEST_GROUP_LIST; do

@@ -19,6 +19,8 @@
 # console, into LOGFILE, between marker lines:
 #
 #   === GROUP <group> <series> <driver>   start of a group's section
+#   === BOOT-RETRY <group> ...            a VM that died before its /init
+#                                          ran (booted once more)
 #   VMTEST-BEGIN vserial_guest@<group>
 #   ... TAP (BENCH lines: throughput, not asserted) ...
 #   VMTEST-END vserial_guest@<group> rc=<exit code>
@@ -57,6 +59,8 @@ readonly HOST_END_WAIT=15
 # Seconds the VM waits for the driver's class after loading modules.
 readonly DRIVER_WAIT=30
 readonly LOCKFILE=${VMTEST_LOCK:-/tmp/vhost-serial-vmtest.lock}
+# Seconds to wait for another run's VM to finish before giving up.
+readonly LOCK_WAIT=${VMTEST_LOCK_WAIT:-3600}
 readonly QEMU_MEM=1G
 readonly BAD_KLOG='Oops|WARNING:|BUG:|KASAN|general protection|Call Trace'
 readonly CMDLINE_BASE="console=ttyS0 panic=-1 quiet loglevel=4"
@@ -118,6 +122,15 @@ die() {
 
 log() {
 	echo "$PROG: $*"
+}
+
+# intree, or project (FILE) for a module file.
+driver_label() {
+	if [ "$driver" = intree ]; then
+		echo intree
+	else
+		echo "project (${driver##*/})"
+	fi
 }
 
 groups_of_binary() {
@@ -456,7 +469,7 @@ cpu_model() {
 	fi
 }
 
-# Takes the machine-wide VM lock, waiting at most the run's timeout; a
+# Takes the machine-wide VM lock, waiting at most LOCK_WAIT seconds; a
 # signal ends the wait at once (flock runs in the background).
 take_vm_lock() {
 	local pid
@@ -466,9 +479,9 @@ take_vm_lock() {
 	fi
 	if ! flock -n "$lockfd"; then
 		log "waiting for the VM of another run to finish (lock $LOCKFILE)"
-		flock -w "$timeout" "$lockfd" &
+		flock -w "$LOCK_WAIT" "$lockfd" &
 		pid=$!
-		wait $pid || die "another VM held $LOCKFILE for more than ${timeout}s"
+		wait $pid || die "another VM held $LOCKFILE for more than ${LOCK_WAIT}s"
 	fi
 }
 
@@ -482,7 +495,7 @@ start_host() {
 	local dir=$1 i=0
 
 	"$binary" --host "$dir" --timeout $((timeout + BOOT_MARGIN)) \
-		>"$dir/host.log" 2>&1 &
+		${devopts:+--devopts "$devopts"} >"$dir/host.log" 2>&1 &
 	host_pid=$!
 	while [ ! -S "$dir/ctl.sock" ]; do
 		kill -0 "$host_pid" 2>/dev/null ||
@@ -548,6 +561,24 @@ run_group_vm() {
 	return $rc
 }
 
+# Whether the VM of serial log $1 died before its /init ran: a crash of
+# the emulated machine at boot (seen rarely under TCG), not of a test.
+boot_failed() {
+	! tr -d '\r' <"$1" 2>/dev/null | grep -q '^VMTEST-BOOTED '
+}
+
+# Keeps the failed boot of group $1 in the combined log and says so.
+retry_boot() {
+	local group=$1 glog=$2
+
+	log "group $group: the VM died before its init ran; booting it once more"
+	{
+		echo "=== BOOT-RETRY $group $series $driver"
+		tr -d '\r' <"$glog" 2>/dev/null | tail -n 60
+	} >>"$logfile"
+	rm -f "$tmpdir/qemu.pid"
+}
+
 # Appends group $1's serial log $2 and host log to the combined log;
 # prints the group's verdict, returns 1 on failure.
 evaluate_group() {
@@ -576,7 +607,7 @@ evaluate_group() {
 
 	log "group $group: $ok passed, $notok failed, $skip skipped (VM ${secs}s)"
 	grep '^not ok ' "$clean" | sed 's/^/  /' || true
-	grep '^BENCH ' "$clean" | sed "s/^/  $series $driver: /" || true
+	grep '^BENCH ' "$clean" | sed "s|^|  $series $(driver_label): |" || true
 	if grep -q 'VMTEST-FATAL' "$clean"; then
 		log "group $group: FAIL: $(sed -n 's/.*VMTEST-FATAL //p' "$clean" | head -n1)"
 		grep '^VMTEST-KLOG| ' "$clean" | sed 's/^VMTEST-KLOG| /  dmesg: /' || true
@@ -624,6 +655,11 @@ main() {
 		qrc=0
 		vm_secs=0
 		run_group_vm "$g" "$glog" || qrc=$?
+		if boot_failed "$glog"; then
+			retry_boot "$g" "$glog"
+			qrc=0
+			run_group_vm "$g" "$glog" || qrc=$?
+		fi
 		if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 			log "group $g: the VM timed out after $((timeout + BOOT_MARGIN))s"
 		fi

@@ -10,11 +10,12 @@
  *       test it asks the host end, over TTY (a second UART, never the
  *       device under test), to reset its side; every host action is a
  *       request with a reply.
- *   vserial_guest --host DIR [--timeout SECONDS]
+ *   vserial_guest --host DIR [--timeout SECONDS] [--devopts OPTS]
  *       on the build machine: listens on DIR/ctl.sock, where QEMU connects
  *       the guest's second UART, and serves the guest's requests with
  *       QEMU's chardev sockets DIR/<id>.sock and its QMP socket
- *       DIR/qmp.sock.
+ *       DIR/qmp.sock.  OPTS go to every virtio-serial-pci device it
+ *       hot-plugs, as DEVOPTS below.
  *   vserial_guest --qemu-args GROUP DIR [DEVOPTS]
  *       the QEMU options of a test group's virtio-serial devices and ports,
  *       one per line; DEVOPTS is appended to every virtio-serial-pci
@@ -424,6 +425,8 @@ struct host {
 	int64_t pend_deadline;
 	int64_t start_ms;
 	bool quit;
+	/* key=value,... added to every virtio-serial-pci device_add */
+	const char *devopts;
 };
 
 static void hlog(struct host *h, const char *fmt, ...)
@@ -1303,13 +1306,19 @@ static bool all_digits(const char *s)
 /* DEVICE_ADD key=value,...: device_add; numbers stay JSON numbers. */
 static void cmd_device_add(struct host *h, struct request *rq)
 {
-	static char args[CTL_LINE_MAX + 256];
+	static char args[CTL_LINE_MAX + 256], props[CTL_LINE_MAX + 256];
 	char err[512] = "", *kv, *save = NULL, *eq;
 	bool first = true;
 
 	if (rq->argc < 1) {
 		host_reply(h, rq->tag, "ERR usage");
 		return;
+	}
+	/* Hot-plugged devices get the same options as the others (vhost=on). */
+	if (h->devopts && *h->devopts &&
+	    !strncmp(rq->argv[0], "driver=virtio-serial-pci,", 25)) {
+		snprintf(props, sizeof(props), "%s,%s", rq->argv[0], h->devopts);
+		rq->argv[0] = props;
 	}
 	strcpy(args, "{");
 	for (kv = strtok_r(rq->argv[0], ",", &save); kv;
@@ -1519,7 +1528,7 @@ static int host_loop(struct host *h, int64_t deadline)
 	return 0;
 }
 
-static int host_main(const char *dir, int timeout_s)
+static int host_main(const char *dir, int timeout_s, const char *devopts)
 {
 	static struct host h;
 	struct pollfd pfd;
@@ -1530,6 +1539,7 @@ static int host_main(const char *dir, int timeout_s)
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	h.start_ms = now_ms();
 	h.qfd = h.cfd = -1;
+	h.devopts = devopts;
 	deadline = h.start_ms + timeout_s * 1000LL;
 	if (snprintf(h.dir, sizeof(h.dir), "%s", dir) >= (int)sizeof(h.dir) - 16) {
 		fprintf(stderr, "directory name too long: %s\n", dir);
@@ -1983,22 +1993,29 @@ static int wait_host_state(int fd, bool connected, int timeout_ms)
 	return 0;
 }
 
+static int change_host(const char *verb, const char *id, int fd,
+		       bool connected)
+{
+	int ret = HOST("%s %s", verb, id);
+
+	if (!ret && fd >= 0) {
+		ret = wait_host_state(fd, connected, STATE_TIMEOUT_MS);
+		if (ret)
+			snprintf(host_said, sizeof(host_said),
+				 "%s %s done, but the guest did not see it within %d ms",
+				 verb, id, STATE_TIMEOUT_MS);
+	}
+	return ret;
+}
+
 static int connect_host(const char *id, int fd)
 {
-	int ret = HOST("CONNECT %s", id);
-
-	if (!ret && fd >= 0)
-		ret = wait_host_state(fd, true, STATE_TIMEOUT_MS);
-	return ret;
+	return change_host("CONNECT", id, fd, true);
 }
 
 static int disconnect_host(const char *id, int fd)
 {
-	int ret = HOST("DISCONNECT %s", id);
-
-	if (!ret && fd >= 0)
-		ret = wait_host_state(fd, false, STATE_TIMEOUT_MS);
-	return ret;
+	return change_host("DISCONNECT", id, fd, false);
 }
 
 /*
@@ -3962,7 +3979,7 @@ static int usage(const char *prog)
 	fprintf(stderr,
 		"usage: %s --guest [--ctl TTY] [--group NAME] [--driver intree|project]\n"
 		"          [--bulk-mib N] [harness options]\n"
-		"       %s --host DIR [--timeout SECONDS]\n"
+		"       %s --host DIR [--timeout SECONDS] [--devopts KEY=VALUE,...]\n"
 		"       %s --qemu-args GROUP DIR [DEVOPTS]\n"
 		"       %s --group-info GROUP\n"
 		"       %s --groups\n", prog, prog, prog, prog, prog);
@@ -4027,13 +4044,28 @@ static int guest_main(int argc, char **argv)
 	return ret;
 }
 
+static int host_args(int argc, char **argv)
+{
+	const char *devopts = NULL;
+	int timeout_s = 3600, i;
+
+	for (i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
+			timeout_s = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--devopts") && i + 1 < argc)
+			devopts = argv[++i];
+		else
+			return usage(argv[0]);
+	}
+	return host_main(argv[2], timeout_s, devopts);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && !strcmp(argv[1], "--guest"))
 		return guest_main(argc, argv);
 	if (argc >= 3 && !strcmp(argv[1], "--host"))
-		return host_main(argv[2], argc >= 5 && !strcmp(argv[3], "--timeout") ?
-				 atoi(argv[4]) : 3600);
+		return host_args(argc, argv);
 	if (argc >= 4 && !strcmp(argv[1], "--qemu-args"))
 		return print_qemu_args(argv[2], argv[3], argc >= 5 ? argv[4] : NULL);
 	if (argc == 3 && !strcmp(argv[1], "--group-info"))
