@@ -1557,6 +1557,27 @@ err_free:
 	return ret;
 }
 
+/* Whether the control queues may be used; both their locks guard it. */
+static void vcon_set_dead(struct vcon_device *pd, bool dead)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
+	spin_lock(&pd->c_ovq_lock);
+	pd->dead = dead;
+	spin_unlock(&pd->c_ovq_lock);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+}
+
+/* Stop the device first: after this it touches no buffer. */
+static void vcon_quiesce(struct vcon_device *pd)
+{
+	virtio_reset_device(pd->vdev);
+	vcon_set_dead(pd, true);
+	cancel_work_sync(&pd->control_work);
+	cancel_work_sync(&pd->config_work);
+}
+
 static void vcon_remove_all_ports(struct vcon_device *pd)
 {
 	struct vcon_port *port;
@@ -1574,21 +1595,12 @@ static void vcon_remove_all_ports(struct vcon_device *pd)
 static void vcon_remove(struct virtio_device *vdev)
 {
 	struct vcon_device *pd = vdev->priv;
-	unsigned long flags;
 
 	spin_lock(&vcon_devices_lock);
 	list_del(&pd->node);
 	spin_unlock(&vcon_devices_lock);
 
-	/* Stop the device first: after this it touches no buffer. */
-	virtio_reset_device(vdev);
-	spin_lock_irqsave(&pd->c_ivq_lock, flags);
-	spin_lock(&pd->c_ovq_lock);
-	pd->dead = true;
-	spin_unlock(&pd->c_ovq_lock);
-	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
-	cancel_work_sync(&pd->control_work);
-	cancel_work_sync(&pd->config_work);
+	vcon_quiesce(pd);
 
 	vcon_remove_all_ports(pd);
 	vcon_drop_data_buffers(pd);
@@ -1607,14 +1619,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 	unsigned long flags;
 	u32 id;
 
-	virtio_reset_device(vdev);
-	spin_lock_irqsave(&pd->c_ivq_lock, flags);
-	spin_lock(&pd->c_ovq_lock);
-	pd->dead = true;
-	spin_unlock(&pd->c_ovq_lock);
-	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
-	cancel_work_sync(&pd->control_work);
-	cancel_work_sync(&pd->config_work);
+	vcon_quiesce(pd);
 
 	for (id = 0; id < pd->max_nr_ports; id++) {
 		port = vcon_port_get(pd, id);
@@ -1665,11 +1670,7 @@ static int vcon_restore(struct virtio_device *vdev)
 		if (ret)
 			return ret;
 	}
-	spin_lock_irqsave(&pd->c_ivq_lock, flags);
-	spin_lock(&pd->c_ovq_lock);
-	pd->dead = false;
-	spin_unlock(&pd->c_ovq_lock);
-	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+	vcon_set_dead(pd, false);
 	virtio_device_ready(vdev);
 	if (!pd->multiport)
 		return 0;
