@@ -914,11 +914,17 @@ static void hport_rx(struct host *h, struct hport *p)
 			if (errno != EAGAIN && errno != EINTR) {
 				p->rx_err = errno;
 				hlog(h, "%s: read: %s", p->id, strerror(errno));
+				close(p->fd);
+				p->fd = -1;
 			}
 			return;
 		}
 		if (r == 0) {
+			/* QEMU closed its end (the chardev went away). */
+			hlog(h, "%s: end of file from QEMU", p->id);
 			p->rx_eof = true;
+			close(p->fd);
+			p->fd = -1;
 			return;
 		}
 		if (p->rx_total && p->rx_done + r > p->rx_total && !p->rx_err) {
@@ -1505,9 +1511,9 @@ static int host_loop(struct host *h, int64_t deadline)
 
 			if (pfd[i].revents & POLLIN)
 				hport_rx(h, p);
-			if (pfd[i].revents & POLLOUT)
+			if (p->fd >= 0 && (pfd[i].revents & POLLOUT))
 				hport_tx(h, p);
-			if ((pfd[i].revents & (POLLHUP | POLLERR)) &&
+			if (p->fd >= 0 && (pfd[i].revents & (POLLHUP | POLLERR)) &&
 			    !(pfd[i].revents & POLLIN)) {
 				hlog(h, "%s: QEMU closed the connection", p->id);
 				close(p->fd);
