@@ -333,7 +333,7 @@ report_guest_bench() {
 		a=$(bench_value "$ours" "${dir}_MBps")
 		b=$(bench_value "$ref" "${dir}_MBps")
 		if [ "$a" != - ] && [ "$b" != - ]; then
-			echo "BENCH $series ${dir}_MBps project $a in-tree $b ratio $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')"
+			echo "BENCH $series ${dir}_MBps project $a in-tree $b ratio $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
 		else
 			echo "BENCH $series ${dir}_MBps project $a in-tree $b"
 		fi

@@ -3894,7 +3894,12 @@ TEST_F_TIMEOUT(bulk, sha1_checked_each_way_on_four_ports_at_once, 1200)
 
 /* ==== benchmarks (printed, not asserted) =================================== */
 
-#define BENCH_BYTES	(256 * MiB)
+/*
+ * Each figure is the median of a few rounds: one TCG run moves a lot from
+ * one round to the next.
+ */
+#define BENCH_BYTES	(128 * MiB)
+#define BENCH_ROUNDS	3
 
 FIXTURE(bench) {
 	int fd;
@@ -3913,50 +3918,71 @@ FIXTURE_TEARDOWN(bench)
 	common_teardown(_metadata, self->kbad);
 }
 
+static double median3(double *v)
+{
+	double t;
+	int i, j;
+
+	for (i = 0; i < BENCH_ROUNDS; i++)
+		for (j = i + 1; j < BENCH_ROUNDS; j++)
+			if (v[j] < v[i]) {
+				t = v[i];
+				v[i] = v[j];
+				v[j] = t;
+			}
+	return v[BENCH_ROUNDS / 2];
+}
+
 TEST_F_TIMEOUT(bench, guest_to_host_throughput, 600)
 {
 	static char buf[IO_BLOCK];
+	double t0, mbps[BENCH_ROUNDS];
 	struct xfer_result res;
-	uint64_t done = 0;
-	double t0, dt;
+	uint64_t done;
 	ssize_t r;
+	int round;
 
 	self->fd = open_port("p2", O_RDWR);
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
-	ASSERT_HOST("RECV p2 %llu count", BENCH_BYTES);
-	t0 = now_s();
-	while (done < BENCH_BYTES) {
-		r = write(self->fd, buf, sizeof(buf));
-		ASSERT_LT(0, r) TH_LOG("write: %s", strerror(errno));
-		done += r;
+	for (round = 0; round < BENCH_ROUNDS; round++) {
+		ASSERT_HOST("RECV p2 %llu count", BENCH_BYTES);
+		t0 = now_s();
+		for (done = 0; done < BENCH_BYTES; done += r) {
+			r = write(self->fd, buf, sizeof(buf));
+			ASSERT_LT(0, r) TH_LOG("write: %s", strerror(errno));
+		}
+		ASSERT_EQ(0, host_wait("p2", 120000, 0, &res)) TH_LOG("host: %s", host_said);
+		mbps[round] = BENCH_BYTES / 1e6 / (now_s() - t0);
+		EXPECT_EQ(BENCH_BYTES, res.rx);
+		TH_LOG("round %d: %.1f MB/s", round + 1, mbps[round]);
 	}
-	ASSERT_EQ(0, host_wait("p2", 120000, 0, &res)) TH_LOG("host: %s", host_said);
-	dt = now_s() - t0;
-	EXPECT_EQ(BENCH_BYTES, res.rx);
-	printf("BENCH guest_to_host_MBps %.1f\n", BENCH_BYTES / 1e6 / dt);
+	printf("BENCH guest_to_host_MBps %.1f\n", median3(mbps));
 	fflush(stdout);
 }
 
 TEST_F_TIMEOUT(bench, host_to_guest_throughput, 600)
 {
 	static char buf[IO_BLOCK];
-	uint64_t done = 0;
-	double t0, dt;
+	double t0, mbps[BENCH_ROUNDS];
+	uint64_t done;
 	ssize_t r;
+	int round;
 
 	self->fd = open_port("p2", O_RDWR);
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
-	t0 = now_s();
-	ASSERT_HOST("SEND p2 %llu 0", BENCH_BYTES);
-	while (done < BENCH_BYTES) {
-		r = read(self->fd, buf, sizeof(buf));
-		ASSERT_LT(0, r) TH_LOG("read: %s", r ? strerror(errno) : "end of file");
-		done += r;
+	for (round = 0; round < BENCH_ROUNDS; round++) {
+		t0 = now_s();
+		ASSERT_HOST("SEND p2 %llu 0", BENCH_BYTES);
+		for (done = 0; done < BENCH_BYTES; done += r) {
+			r = read(self->fd, buf, sizeof(buf));
+			ASSERT_LT(0, r) TH_LOG("read: %s", r ? strerror(errno) : "end of file");
+		}
+		mbps[round] = BENCH_BYTES / 1e6 / (now_s() - t0);
+		TH_LOG("round %d: %.1f MB/s", round + 1, mbps[round]);
 	}
-	dt = now_s() - t0;
-	printf("BENCH host_to_guest_MBps %.1f\n", BENCH_BYTES / 1e6 / dt);
+	printf("BENCH host_to_guest_MBps %.1f\n", median3(mbps));
 	fflush(stdout);
 }
 
