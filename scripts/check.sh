@@ -35,7 +35,7 @@
 #                      this test bed itself)
 #   VMTEST_TIMEOUT     timeout of each VM run in seconds (default 1200)
 #   GUEST_GROUPS       guest test groups to run (default: main smp1 smp4 bench)
-#   GUEST_TIMEOUT      timeout of each guest VM run in seconds (default 900)
+#   GUEST_TIMEOUT      timeout of each guest VM run in seconds (default 600)
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,7 +55,7 @@ readonly TAIL_LINES=15
 readonly GUEST_RUNNER=$TOP/tools/testing/selftests/vserial/guest_vmtest.sh
 readonly GUEST_PROG=vserial_guest
 readonly GUEST_GROUP_LIST=${GUEST_GROUPS:-main smp1 smp4 bench}
-readonly GUEST_VM_TIMEOUT=${GUEST_TIMEOUT:-900}
+readonly GUEST_VM_TIMEOUT=${GUEST_TIMEOUT:-600}
 readonly GUEST_BENCH_GROUP=bench
 
 total_pass=0
