@@ -6,8 +6,8 @@
  * /sys/class/virtio-ports/vportNpM/name; console ports as hvc terminals.
  *
  * Compared with a driver that sends one page per write and spins for the
- * device, this one moves bulk data in large scatter-gather buffers (one
- * descriptor chain per up to VCON_TX_MAX bytes, many in flight), posts
+ * device, this one moves bulk data in large buffers (one block of pages
+ * and one descriptor per up to VCON_TX_MAX bytes, many in flight), posts
  * receive buffers larger than a page and drains several per read, and never
  * waits with interrupts off: console output and control messages are queued
  * and reclaimed when the device hands them back, or, for the console, handed
@@ -38,12 +38,15 @@
 
 #include "virtio_console_compat.h"
 
-/* Receive buffers: larger than a page, a bounded number per port. */
-#define VCON_RX_ALLOC		(32 * 1024)
-#define VCON_RX_BUFS		16
+/*
+ * Receive buffers: larger than a page, and many of them, since devices
+ * differ in how they fill them (QEMU puts each chunk it reads from a
+ * chardev into a buffer of its own, vhost-serial fills whole buffers).
+ */
+#define VCON_RX_ALLOC		(16 * 1024)
+#define VCON_RX_BUFS		64
 /* Largest chain of guest output; longer writes become several chains. */
 #define VCON_TX_MAX		(256 * 1024)
-#define VCON_TX_PAGES		(VCON_TX_MAX / PAGE_SIZE)
 #define VCON_CTRL_ALLOC		PAGE_SIZE
 #define VCON_CTRL_BUFS		16
 #define VCON_NAME_MAX		255
@@ -60,10 +63,11 @@ struct vcon_rxbuf {
 	char data[];
 };
 
-/* One chain of guest output: kmalloc'ed bytes, or pages. */
+/* One chain of guest output: kmalloc'ed bytes, or a block of pages. */
 struct vcon_txbuf {
 	unsigned int nsg;
 	bool pages;
+	unsigned int order;	/* of the block of pages */
 	struct scatterlist sg[];
 };
 
@@ -168,47 +172,48 @@ vcon_txbuf_alloc_bytes(const void *data, size_t len, gfp_t gfp)
 
 static void vcon_txbuf_free(struct vcon_txbuf *buf)
 {
-	unsigned int i;
-
 	if (buf->pages)
-		for (i = 0; i < buf->nsg; i++)
-			__free_page(sg_page(&buf->sg[i]));
+		__free_pages(sg_page(&buf->sg[0]), buf->order);
 	kfree(buf);
 }
 
-/* Copy up to VCON_TX_MAX bytes of @from into fresh pages. */
+/*
+ * Copy up to *@len bytes of @from into one block of pages: one allocation
+ * and one descriptor per chain.  A smaller block is taken when memory is
+ * fragmented; *@len says how much was copied.
+ */
 static struct vcon_txbuf *
-vcon_txbuf_from_iter(struct iov_iter *from, size_t len)
+vcon_txbuf_from_iter(struct iov_iter *from, size_t *len)
 {
-	unsigned int npages = DIV_ROUND_UP(len, PAGE_SIZE), i;
+	unsigned int order = get_order(*len);
 	struct vcon_txbuf *buf;
 	struct page *page;
-	size_t n;
 
-	buf = kmalloc(struct_size(buf, sg, npages), GFP_KERNEL);
+	buf = kmalloc(struct_size(buf, sg, 1), GFP_KERNEL);
 	if (!buf)
 		return ERR_PTR(-ENOMEM);
+	for (;;) {
+		page = alloc_pages(order ? GFP_KERNEL | __GFP_NOWARN |
+				   __GFP_NORETRY : GFP_KERNEL, order);
+		if (page || !order)
+			break;
+		order--;
+	}
+	if (!page) {
+		kfree(buf);
+		return ERR_PTR(-ENOMEM);
+	}
+	*len = min_t(size_t, *len, PAGE_SIZE << order);
 	buf->pages = true;
-	buf->nsg = 0;
-	sg_init_table(buf->sg, npages);
-	for (i = 0; i < npages; i++) {
-		n = min_t(size_t, len, PAGE_SIZE);
-		page = alloc_page(GFP_KERNEL);
-		if (!page)
-			goto err_free;
-		sg_set_page(&buf->sg[i], page, n, 0);
-		buf->nsg++;
-		if (copy_page_from_iter(page, 0, n, from) != n) {
-			vcon_txbuf_free(buf);
-			return ERR_PTR(-EFAULT);
-		}
-		len -= n;
+	buf->order = order;
+	buf->nsg = 1;
+	sg_init_table(buf->sg, 1);
+	sg_set_page(&buf->sg[0], page, *len, 0);
+	if (copy_from_iter(page_address(page), *len, from) != *len) {
+		vcon_txbuf_free(buf);
+		return ERR_PTR(-EFAULT);
 	}
 	return buf;
-
-err_free:
-	vcon_txbuf_free(buf);
-	return ERR_PTR(-ENOMEM);
 }
 
 /* virtqueue_get_buf() always stores a length; most callers ignore it. */
@@ -833,7 +838,7 @@ static ssize_t vcon_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			continue;
 		}
 		n = min_t(size_t, iov_iter_count(from), VCON_TX_MAX);
-		buf = vcon_txbuf_from_iter(from, n);
+		buf = vcon_txbuf_from_iter(from, &n);
 		if (IS_ERR(buf)) {
 			ret = PTR_ERR(buf);
 			break;
