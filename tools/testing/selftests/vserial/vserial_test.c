@@ -853,6 +853,15 @@ TEST_F_TIMEOUT(vserial, event_idx_transfer_both_ways, 120)
 	host_end_close(&h);
 }
 
+/*
+ * The bit of guest page @page (its guest-physical address / 4096) in a log
+ * whose base was shifted by @mem / 4096 / 8 bytes.
+ */
+static bool logged(const uint8_t *bitmap, const char *mem, size_t page)
+{
+	return bitmap[page / 8 - (uintptr_t)mem / 4096 / 8] & (1 << (page % 8));
+}
+
 TEST_F(vserial, dirty_log_marks_pages_the_device_wrote)
 {
 	uint64_t features = vs_default_features() | (1ULL << VHOST_F_LOG_ALL);
@@ -868,7 +877,7 @@ TEST_F(vserial, dirty_log_marks_pages_the_device_wrote)
 	ASSERT_EQ(0, vs_setup(&self->d, vs_default_features(), VS_RING_NUM));
 	/* One bit per 4 KiB page of guest memory; our guest addresses are
 	 * our virtual addresses, so shift the base to land in the bitmap. */
-	bitmap_len = self->d.mem_size / 4096 / 8;
+	bitmap_len = self->d.mem_size / 4096 / 8 + 1;
 	/* Mapped high, so that base + offset does not wrap around. */
 	bitmap = mmap(NULL, bitmap_len, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -892,12 +901,12 @@ TEST_F(vserial, dirty_log_marks_pages_the_device_wrote)
 	 * device never wrote is not logged.
 	 */
 	for (i = 0; i < f.nbufs; i++) {
-		page = (f.bufs[i] - self->d.mem) / 4096;
-		EXPECT_TRUE(bitmap[page / 8] & (1 << (page % 8)))
-			TH_LOG("buffer %zu page %zu not logged", i, page);
+		page = (uintptr_t)f.bufs[i] / 4096;
+		EXPECT_TRUE(logged(bitmap, self->d.mem, page))
+			TH_LOG("buffer %zu page %#zx not logged", i, page);
 	}
-	page = (untouched - self->d.mem) / 4096;
-	EXPECT_FALSE(bitmap[page / 8] & (1 << (page % 8)));
+	page = (uintptr_t)untouched / 4096;
+	EXPECT_FALSE(logged(bitmap, self->d.mem, page));
 	host_end_close(&h);
 	munmap(bitmap, bitmap_len);
 }
