@@ -8,6 +8,7 @@
 #   make demo                boot a VM with the module and move a file through a port
 #   make sparse | checkpatch static checks of the kernel code
 #   make qemu | qemu-check   QEMU with qemu-patches/ (cached); its virtio-serial qtests
+#   make qemu-smoke          that QEMU with vhost=on in a VM, a guest nested in it
 #
 # Kernels, headers and sources are resolved and cached by scripts/setup.sh
 # in $(VSERIAL_CACHE) (default /var/cache/vhost-serial).
@@ -94,6 +95,10 @@ qemu:
 
 qemu-check:
 	@scripts/qemu.sh check
+
+.PHONY: qemu-smoke
+qemu-smoke: $(VSERIAL_CACHE)/kernels/6.12/env
+	@scripts/qemu-smoke.sh
 
 clean:
 	rm -rf $(BUILD)
