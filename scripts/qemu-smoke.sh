@@ -17,6 +17,9 @@
 #   - hot-plug and unplug of a port (ringbuf chardev, relayed)
 #   - VSERPORT_CHANGE events
 #
+# GUEST_DRIVER=project runs L2 with the project's virtio_console.ko
+# instead of the in-tree driver (built-in; kept out with initcall_blacklist).
+#
 # The last line is "N passed, N failed"; the exit status is non-zero when
 # anything failed.  Work files go to /var/tmp (L1 mounts its own /tmp).
 set -euo pipefail
@@ -27,6 +30,8 @@ readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly SERIES=6.12
 readonly E2E=$TOP/tools/testing/selftests/vserial/e2e_vmtest.sh
 readonly MODULE=$TOP/build/$SERIES/vhost_serial.ko
+readonly GUEST_MODULE=$TOP/build/$SERIES/virtio_console.ko
+readonly GUEST_DRIVER=${GUEST_DRIVER:-intree}
 readonly BUSYBOX=/bin/busybox
 readonly VM_TIMEOUT=${SMOKE_TIMEOUT:-900}
 # Seconds the scenario gives L2 (boot and every step).
@@ -52,6 +57,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 exec </dev/console >/dev/console 2>&1
 echo "L2-UP $(uname -r)"
+if [ -f /virtio_console.ko ]; then
+	insmod /virtio_console.ko && echo "L2-DRIVER project"
+fi
 
 port_dev() {
 	for d in /sys/class/virtio-ports/*; do
@@ -251,6 +259,7 @@ write_scenario() {
 readonly W=$work
 readonly QEMU=$QEMU
 readonly L2_TIMEOUT=$L2_TIMEOUT
+readonly L2_APPEND="$l2_append"
 EOT
 	cat >>"$1" <<'EOT'
 pass=0
@@ -270,7 +279,7 @@ has() { tr -d '\r' <"$1" | grep -qx "$2"; echo $?; }
 [ -c /dev/vhost-serial ] || { echo "not ok - /dev/vhost-serial"; exit 1; }
 "$QEMU" -accel tcg -m 512 -smp 1 -nodefaults -display none -no-reboot \
 	-serial file:/tmp/l2.log -kernel "$W/vmlinuz" -initrd "$W/l2.cpio" \
-	-append "console=ttyS0 panic=-1 quiet" \
+	-append "console=ttyS0 panic=-1 quiet $L2_APPEND" \
 	-qmp unix:/tmp/qmp.sock,server=on,wait=off \
 	-device virtio-serial-pci,id=vser0,vhost=on \
 	-chardev file,id=c0,path=/tmp/c0.out \
@@ -314,6 +323,9 @@ check "hot-plugged port" "$(has $H 'HOST-HOTPLUG hotplug-ok')"
 check "hot-unplugged port" "$(has $L2 L2-UNPLUGGED)"
 check "VSERPORT_CHANGE" "$(has $H 'HOST-EVENT port1 True')"
 check "guest finished" "$(has $L2 L2-DONE)"
+if [ -n "$L2_APPEND" ]; then
+	check "project guest driver loaded" "$(has $L2 'L2-DRIVER project')"
+fi
 echo "SMOKE $pass passed, $fail failed"
 [ "$fail" = 0 ]
 EOT
@@ -321,7 +333,7 @@ EOT
 }
 
 main() {
-	local rc=0
+	local rc=0 l2_append=""
 
 	[ "$(id -u)" = 0 ] || die "must run as root"
 	[ -x "$E2E" ] || die "$E2E missing"
@@ -334,6 +346,15 @@ main() {
 	trap cleanup EXIT
 	mkdir -p "$work"/l2/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp}
 	cp "$BUSYBOX" "$work/l2/bin/busybox"
+	case $GUEST_DRIVER in
+	intree) ;;
+	project)
+		[ -f "$GUEST_MODULE" ] || die "$GUEST_MODULE not built"
+		cp "$GUEST_MODULE" "$work/l2/virtio_console.ko"
+		l2_append="initcall_blacklist=virtio_console_init"
+		;;
+	*) die "GUEST_DRIVER is intree or project" ;;
+	esac
 	write_l2_init "$work/l2/init"
 	(cd "$work/l2" && find . | cpio -o -H newc --quiet) >"$work/l2.cpio"
 	cp "$CACHE/kernels/$SERIES/vmlinuz" "$work/vmlinuz"
