@@ -254,6 +254,17 @@ EOT
 	log "built in $((SECONDS - start)) s"
 }
 
+# The series carries a copy of our uapi header; say so when it is stale.
+check_uapi() {
+	local ours=$TOP/include/uapi/linux/vhost_serial.h
+	local copy=$DIR/src/linux-headers/linux/vhost_serial.h
+
+	[ -f "$ours" ] && [ -f "$copy" ] || return 0
+	sed 's/_UAPI_LINUX_VHOST_SERIAL_H/_LINUX_VHOST_SERIAL_H/' "$ours" |
+		cmp -s - "$copy" ||
+		log "warning: qemu-patches/ has an older include/uapi/linux/vhost_serial.h; update its linux-headers patch"
+}
+
 # Sets DIR to the cache entry for this source and series, building it if
 # needed.
 ensure_qemu() {
@@ -263,6 +274,7 @@ ensure_qemu() {
 	resolve_source
 	DIR=$QCACHE/$VERSION-$SERIES
 	if cache_ok "$DIR"; then
+		check_uapi
 		return
 	fi
 
@@ -280,6 +292,7 @@ ensure_qemu() {
 		build
 	fi
 	flock -u 9
+	check_uapi
 }
 
 # QEMU's qtests that cover virtio-serial: the qos graph's virtio-serial
