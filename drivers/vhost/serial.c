@@ -60,6 +60,7 @@ struct vhost_serial;
  */
 struct vhost_serial_ctrl_msg {
 	struct list_head node;
+	u32 gen;		/* vs->ctrl_gen when queued */
 	u32 id;
 	u16 event;
 	u16 value;
@@ -132,6 +133,7 @@ struct vhost_serial {
 	spinlock_t ctrl_lock;
 	struct list_head ctrl_pending;	/* guarded by ctrl_lock */
 	u32 ctrl_count;			/* guarded by ctrl_lock */
+	u32 ctrl_gen;			/* guarded by ctrl_lock */
 	u32 ctrl_max;
 	struct vhost_work ctrl_work;
 };
@@ -312,6 +314,7 @@ static int vhost_serial_ctrl_queue(struct vhost_serial *vs,
 		pr_warn_ratelimited("control queue full, guest posts no buffers\n");
 		return -ENOSPC;
 	}
+	msg->gen = vs->ctrl_gen;
 	list_add_tail(&msg->node, &vs->ctrl_pending);
 	vs->ctrl_count++;
 	spin_unlock(&vs->ctrl_lock);
@@ -425,9 +428,28 @@ static ssize_t vhost_serial_ctrl_fill(struct vhost_virtqueue *vq,
 	return need;
 }
 
+/*
+ * Anything to send?  Messages queued for a guest driver that has since
+ * started over are dropped here, by the only consumer of the queue.
+ */
 static bool vhost_serial_ctrl_pending(void *ctx)
 {
-	return vhost_serial_ctrl_peek(ctx);
+	struct vhost_serial *vs = ctx;
+	struct vhost_serial_ctrl_msg *msg, *tmp;
+	bool pending = false;
+
+	spin_lock(&vs->ctrl_lock);
+	list_for_each_entry_safe(msg, tmp, &vs->ctrl_pending, node) {
+		if (msg->gen == vs->ctrl_gen) {
+			pending = true;
+			break;
+		}
+		list_del(&msg->node);
+		vs->ctrl_count--;
+		kfree(msg);
+	}
+	spin_unlock(&vs->ctrl_lock);
+	return pending;
 }
 
 static ssize_t vhost_serial_ctrl_rx_chain(void *ctx, struct vhost_virtqueue *vq,
@@ -879,6 +901,26 @@ static void vhost_serial_port_ready(struct vhost_serial_port *port, u16 value)
 	vhost_serial_port_notify(port);
 }
 
+/* Caller holds vs->port_lock. */
+static void vhost_serial_guest_restart(struct vhost_serial *vs)
+{
+	struct vhost_serial_port *port;
+	u32 i;
+
+	spin_lock(&vs->ctrl_lock);
+	vs->ctrl_gen++;
+	spin_unlock(&vs->ctrl_lock);
+	for (i = 0; i < vs->nr_ports; i++) {
+		port = &vs->ports[i];
+		port->announced = false;
+		if (!port->guest_ready && !port->guest_open)
+			continue;
+		port->guest_ready = false;
+		WRITE_ONCE(port->guest_open, false);
+		vhost_serial_port_notify(port);
+	}
+}
+
 static void vhost_serial_guest_msg(struct vhost_serial *vs,
 				   struct vhost_virtqueue *vq,
 				   const struct virtio_console_control *hdr)
@@ -896,6 +938,13 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 			pr_warn_ratelimited("guest driver failed to initialise\n");
 			break;
 		}
+		/*
+		 * A driver that starts over (guest reboot, driver reload)
+		 * knows no port yet: forget what its predecessor had open
+		 * and what was queued for it, and announce every port anew.
+		 */
+		if (vs->guest_ready)
+			vhost_serial_guest_restart(vs);
 		vs->guest_ready = true;
 		for (i = 0; i < vs->nr_ports; i++)
 			vhost_serial_announce(&vs->ports[i]);

@@ -361,6 +361,32 @@ TEST_F(vserial, guest_open_close_seen_by_eventfd_and_state)
 	close(efd);
 }
 
+TEST_F(vserial, device_ready_again_starts_the_guest_over)
+{
+	struct vhost_serial_port_state st;
+	unsigned int i;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	ASSERT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+
+	/* A rebooted or reloaded guest driver says DEVICE_READY again. */
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 0, VIRTIO_CONSOLE_DEVICE_READY, 1));
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, expect_ctrl(&self->d, i, VIRTIO_CONSOLE_PORT_ADD, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_READY);
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_ANNOUNCED);
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(0, vs_ctrl_send(&self->d, i, VIRTIO_CONSOLE_PORT_READY, 1));
+		ASSERT_EQ(0, expect_ctrl(&self->d, i, VIRTIO_CONSOLE_PORT_NAME, 1));
+	}
+	ASSERT_EQ(0, quick_transfer(&self->d, 1));
+}
+
 TEST_F(vserial, hot_add_and_remove_while_data_flows)
 {
 	struct host_end h = { -1, -1, -1, -1 };
