@@ -23,6 +23,9 @@
 # 1 on a failure in the VM; 2 on a usage or set-up error here.
 set -euo pipefail
 
+# shellcheck source=vm_lib.sh
+. "$(dirname "$0")/vm_lib.sh"
+
 readonly PROG=${0##*/}
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly QEMU=${QEMU:-qemu-system-x86_64}
@@ -76,8 +79,10 @@ parse_args() {
 	done
 	shift $((OPTIND - 1))
 	scenario=("$@")
-	[ -n "$series" ] && [ -n "$module" ] && [ -n "$logfile" ] &&
-		[ ${#scenario[@]} -gt 0 ] || usage
+	if [ -z "$series" ] || [ -z "$module" ] || [ -z "$logfile" ] ||
+	   [ ${#scenario[@]} -eq 0 ]; then
+		usage
+	fi
 	[ -x "${scenario[0]}" ] || die "scenario ${scenario[0]} is not executable"
 	case ${scenario[0]} in
 	/*) ;;
@@ -96,29 +101,15 @@ check_kernel() {
 	esac
 }
 
-module_file() {
-	find "$kdir/modules/kernel" -name "$1.ko" -o -name "$1.ko.xz" |
-		head -n1
-}
-
-copy_module() {
-	local src=$1 dest=$2
-
-	case $src in
-	*.xz) xz -dc "$src" >"$dest" ;;
-	*) cp "$src" "$dest" ;;
-	esac
-}
-
 build_initramfs() {
 	local root=$tmpdir/root m f order=""
 
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,host,lib/modules,etc}
 	cp "$BUSYBOX" "$root/bin/busybox"
 	for m in $MODULES_WANTED; do
-		f=$(module_file "$m")
+		f=$(kernel_module_file "$m" || true)
 		[ -n "$f" ] || die "module $m missing from $kdir/modules"
-		copy_module "$f" "$root/lib/modules/$m.ko"
+		copy_kernel_module "$f" "$root/lib/modules/$m.ko"
 		order="$order $m"
 	done
 	cp "$module" "$root/lib/modules/vhost_serial.ko"

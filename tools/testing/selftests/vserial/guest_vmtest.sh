@@ -39,6 +39,9 @@
 # usage or set-up error.
 set -euo pipefail
 
+# shellcheck source=vm_lib.sh
+. "$(dirname "$0")/vm_lib.sh"
+
 readonly PROG=${0##*/}
 SELFDIR=$(cd "$(dirname "$0")" && pwd)
 readonly SELFDIR
@@ -254,31 +257,6 @@ check_driver() {
 
 is_builtin() {
 	grep -q "/$1\.ko\$" "$kdir/modules/modules.builtin" 2>/dev/null
-}
-
-# The file of a module of the cached kernel, compressed or not.
-kernel_module_file() {
-	local name=$1 ext f
-
-	for ext in "" .xz .zst .gz; do
-		f=$(find "$kdir/modules/kernel" -name "$name.ko$ext" -print -quit)
-		if [ -n "$f" ]; then
-			echo "$f"
-			return 0
-		fi
-	done
-	return 1
-}
-
-copy_kernel_module() {
-	local file=$1 dest=$2
-
-	case $file in
-	*.xz) xz -dc "$file" >"$dest" ;;
-	*.zst) zstd -qdc "$file" >"$dest" ;;
-	*.gz) gzip -dc "$file" >"$dest" ;;
-	*) cp "$file" "$dest" ;;
-	esac
 }
 
 # Adds module file $1 (named $2) to the load list after the modules it

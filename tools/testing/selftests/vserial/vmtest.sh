@@ -37,6 +37,9 @@
 # failed; 2 on a usage or set-up error on the host.
 set -euo pipefail
 
+# shellcheck source=vm_lib.sh
+. "$(dirname "$0")/vm_lib.sh"
+
 readonly PROG=${0##*/}
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly QEMU=${QEMU:-qemu-system-x86_64}
@@ -207,20 +210,6 @@ check_tests() {
 	done
 }
 
-# The file of a module of the cached kernel, compressed or not.
-kernel_module_file() {
-	local name=$1 ext f
-
-	for ext in "" .xz .zst .gz; do
-		f=$(find "$kdir/modules/kernel" -name "$name.ko$ext" -print -quit)
-		if [ -n "$f" ]; then
-			echo "$f"
-			return 0
-		fi
-	done
-	return 1
-}
-
 # Appends to the global deps (in load order) the modules that module file $1
 # needs, found through their "depends" fields, depth first.
 add_deps() {
@@ -235,17 +224,6 @@ add_deps() {
 		add_deps "$depfile"
 		deps+=("$dep")
 	done
-}
-
-copy_kernel_module() {
-	local file=$1 dest=$2
-
-	case $file in
-	*.xz) xz -dc "$file" >"$dest" ;;
-	*.zst) zstd -qdc "$file" >"$dest" ;;
-	*.gz) gzip -dc "$file" >"$dest" ;;
-	*) cp "$file" "$dest" ;;
-	esac
 }
 
 # The /init of the VM.  Runs under busybox sh; its settings come from

@@ -209,6 +209,7 @@ void vs_close(struct vs_dev *d)
 	if (d->mem)
 		munmap(d->mem, d->mem_size);
 	d->mem = NULL;
+	d->ctrl_tx_buf = NULL;
 }
 
 int vs_add_port(struct vs_dev *d, uint32_t id, const char *name, bool console)
@@ -404,7 +405,12 @@ int vs_ctrl_send_raw(struct vs_dev *d, const void *msg, size_t len)
 	char *buf;
 	int ret;
 
-	buf = vs_alloc(d, len ? len : 1, 8);
+	/* One buffer serves every message: each is consumed before the next. */
+	if (len > VS_CTRL_BUF)
+		return -EINVAL;
+	if (!d->ctrl_tx_buf)
+		d->ctrl_tx_buf = vs_alloc(d, VS_CTRL_BUF, 8);
+	buf = d->ctrl_tx_buf;
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, msg, len);

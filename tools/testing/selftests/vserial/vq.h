@@ -50,6 +50,7 @@ struct vs_dev {
 	size_t mem_size;
 	size_t mem_used;
 	struct vs_vq *vqs;
+	char *ctrl_tx_buf;	/* guest memory for outgoing control messages */
 };
 
 struct vs_ctrl {
