@@ -5,7 +5,8 @@
 #   make [KERNEL=6.12|6.1]   build vhost_serial.ko for one of Debian's kernels
 #   make check               set up, build and run every test in VMs (both kernels)
 #   make check-guest [GUEST_DRIVER=intree|project]  guest-driver tests only
-#   make demo                boot a VM with the module and move a file through a port
+#   make demo                a guest with vhost=on, nested in a host VM running the
+#                            module: a file each way (DEMO_MODULE=1: module alone)
 #   make sparse | checkpatch static checks of the kernel code
 #   make qemu | qemu-check   QEMU with qemu-patches/ (cached); its virtio-serial qtests
 #   make qemu-smoke          that QEMU with vhost=on in a VM, a guest nested in it
@@ -85,7 +86,7 @@ check-guest: setup
 	@scripts/check.sh --guest-only $(GUEST_DRIVER) $(KERNELS)
 
 demo: setup
-	@scripts/demo.sh
+	@DEMO_MODULE=$(DEMO_MODULE) scripts/demo.sh
 
 # QEMU 10.0.x from Debian's source with the qemu-patches/ series, cached in
 # $(VSERIAL_CACHE)/qemu by version and series (scripts/qemu.sh).

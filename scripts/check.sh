@@ -14,7 +14,11 @@
 #     counting their TAP results; then the throughput benchmark once more with
 #     the in-tree driver, for the comparison (printed, not counted);
 #   - sparse of the module for the kernel (make sparse KERNEL=<s>);
-#   - checkpatch once (make checkpatch).
+#   - checkpatch once (make checkpatch);
+#   - end to end (unless E2E=0): QEMU with qemu-patches/ (scripts/qemu.sh,
+#     cached), then host VMs (L1, e2e_vmtest.sh) of each series with the
+#     module, in which the guest tests run unchanged in L2 guests whose
+#     devices are vhost=on (e2e_guest_suite.sh); logs build/logs/e2e-<s>.log.
 #
 # With --guest-only DRIVER (make check-guest GUEST_DRIVER=intree|project),
 # only the guest-side tests run, for each kernel, against the in-tree
@@ -36,6 +40,11 @@
 #   VMTEST_TIMEOUT     timeout of each VM run in seconds (default 1200)
 #   GUEST_GROUPS       guest test groups to run (default: main smp1 smp4 bench)
 #   GUEST_TIMEOUT      timeout of each guest VM run in seconds (default 600)
+#   E2E                0 skips the end-to-end runs
+#   E2E_GROUPS         guest groups run nested with a 6.12 host (main smp1 smp4)
+#   E2E_OLD_HOST_GROUPS  guest groups run nested with a 6.1 host (smp1)
+#   E2E_BULK_MIB       MiB of each bulk transfer in L2 (default 8)
+#   E2E_L2_TIMEOUT     timeout of each L2 guest in seconds (default 1500)
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,6 +66,16 @@ readonly GUEST_PROG=vserial_guest
 readonly GUEST_GROUP_LIST=${GUEST_GROUPS:-main smp1 smp4 bench}
 readonly GUEST_VM_TIMEOUT=${GUEST_TIMEOUT:-600}
 readonly GUEST_BENCH_GROUP=bench
+readonly E2E_RUNNER=$TOP/tools/testing/selftests/vserial/e2e_vmtest.sh
+readonly E2E_SUITE=$TOP/tools/testing/selftests/vserial/e2e_guest_suite.sh
+# The L2 guests' kernel and driver; L1 runs each series of E2E_HOSTS.
+readonly E2E_GUEST_SERIES=6.12
+readonly E2E_GROUP_LIST=${E2E_GROUPS:-main smp1 smp4}
+# Groups of the run with a 6.1 host (L1) kernel: one is enough to show
+# the module of that kernel serving a guest.
+readonly E2E_OLD_HOST_GROUPS=${E2E_OLD_HOST_GROUPS:-smp1}
+readonly E2E_BULK_MIB=${E2E_BULK_MIB:-8}
+readonly E2E_L2_TIMEOUT=${E2E_L2_TIMEOUT:-1500}
 
 total_pass=0
 total_fail=0
@@ -297,9 +316,10 @@ count_guest_group() {
 	fi
 }
 
-# Splits the combined guest log $2 of kernel $1 by group and counts each.
+# Splits the combined guest log $2 of kernel $1 by group and counts each
+# group of $3 (default: the guest groups).
 count_guest_results() {
-	local series=$1 log=$2 dir g
+	local series=$1 log=$2 glist=${3:-$GUEST_GROUP_LIST} dir g
 
 	dir=$(mktemp -d)
 	if [ -s "$log" ]; then
@@ -307,7 +327,7 @@ count_guest_results() {
 			/^=== / { out = $2 == "GROUP" ? dir "/" $3 : ""; next }
 			out { print > out }'
 	fi
-	for g in $GUEST_GROUP_LIST; do
+	for g in $glist; do
 		if [ -s "$dir/$g" ]; then
 			count_guest_group "$series/$g" "$dir/$g"
 		else
@@ -440,6 +460,85 @@ test_checkpatch() {
 	fi
 }
 
+# Prints the patched QEMU's path, building it into the cache if needed.
+e2e_qemu() {
+	local out=$LOGDIR/qemu-build.log
+
+	if ! "$TOP/scripts/qemu.sh" path >"$out.path" 2>"$out"; then
+		echo "  scripts/qemu.sh failed; end of $out:" >&2
+		tail -n $TAIL_LINES "$out" | sed 's/^/  | /' >&2
+		return 1
+	fi
+	tail -n1 "$out.path"
+}
+
+# The L2 tests of one L1 run: guest groups $3 with host (L1) series $1 and
+# QEMU $2.
+run_e2e_host() {
+	local host=$1 qemu=$2 glist=$3 log=$LOGDIR/e2e-$1.log label=e2e-$1
+	local section g rc=0 t n
+	local gargs=()
+
+	for g in $glist; do
+		gargs+=(-g "$g")
+	done
+	n=$(wc -w <<<"$glist")
+	t=$(date +%s)
+	echo "running the guest tests ($glist) nested: L1 $host with vhost_serial.ko, L2 $E2E_GUEST_SERIES with vhost=on"
+	"$E2E_RUNNER" -k "$host" -m "$BUILD/$host/vhost_serial.ko" -l "$log" \
+		-T $((E2E_L2_TIMEOUT * (n + 1))) \
+		/usr/bin/env QEMU="$qemu" VSERIAL_CACHE="${VSERIAL_CACHE:-/var/cache/vhost-serial}" \
+		"$E2E_SUITE" -k "$E2E_GUEST_SERIES" \
+		-d "$BUILD/$E2E_GUEST_SERIES/virtio_console.ko" -b "$guest_prog" \
+		-o vhost=on -m "$E2E_BULK_MIB" -T "$E2E_L2_TIMEOUT" "${gargs[@]}" \
+		2>&1 | sed 's/^/  /' || rc=$?
+	echo "  e2e_vmtest.sh exit status $rc; log $log ($(elapsed_since "$t")s)"
+	tr -d '\r' <"$log" 2>/dev/null | grep '^guest_vmtest.sh: group ' | sed 's/^/  L1: /' || true
+	if tr -d '\r' <"$log" 2>/dev/null | grep -q '^E2E-KLOG bad=0'; then
+		pass
+	else
+		fail "$label: host-kernel-log-clean" "see $log"
+	fi
+	section=$(mktemp)
+	tr -d '\r' <"$log" 2>/dev/null |
+		sed -n '/^E2E-GUEST-LOG-BEGIN$/,/^E2E-GUEST-LOG-END$/p' >"$section"
+	count_guest_results "$label" "$section" "$glist"
+	rm -f "$section"
+}
+
+# The end-to-end suite: every series as L1 (6.12 with all E2E groups, the
+# others with E2E_OLD_HOST_GROUPS), L2 always 6.12 with the project's driver.
+test_e2e() {
+	local kernels=$1 start qemu host glist
+
+	start=$(date +%s)
+	reset_kernel_counts
+	echo "=== e2e"
+	if [ ! -f "$BUILD/$E2E_GUEST_SERIES/virtio_console.ko" ]; then
+		fail "e2e: guest driver" "no $BUILD/$E2E_GUEST_SERIES/virtio_console.ko"
+		report_kernel e2e "$(elapsed_since "$start")"
+		return
+	fi
+	ensure_guest_prog || return 0
+	echo "patched QEMU (scripts/qemu.sh; built once, then cached)"
+	if ! qemu=$(e2e_qemu); then
+		fail "e2e: qemu build"
+		report_kernel e2e "$(elapsed_since "$start")"
+		return
+	fi
+	echo "  $qemu ($(elapsed_since "$start")s)"
+	for host in $kernels; do
+		if [ ! -f "$BUILD/$host/vhost_serial.ko" ]; then
+			fail "e2e-$host: module" "not built"
+			continue
+		fi
+		glist=$E2E_GROUP_LIST
+		[ "$host" = "$E2E_GUEST_SERIES" ] || glist=$E2E_OLD_HOST_GROUPS
+		run_e2e_host "$host" "$qemu" "$glist"
+	done
+	report_kernel e2e "$(elapsed_since "$start")"
+}
+
 # --guest-only: the guest-side tests of kernel $1 alone.
 test_kernel_guest() {
 	local series=$1 start driver=intree
@@ -484,7 +583,10 @@ main() {
 			test_kernel "$series"
 		fi
 	done
-	[ -n "$guest_only" ] || test_checkpatch
+	if [ -z "$guest_only" ]; then
+		test_checkpatch
+		[ "${E2E:-1}" = 0 ] || test_e2e "$kernels"
+	fi
 
 	echo "=== total ($(elapsed_since "$start")s)"
 	for series in "${all_failed[@]}"; do

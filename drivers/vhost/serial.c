@@ -76,6 +76,21 @@ struct vhost_serial_resize_payload {
 	__virtio16 rows;
 };
 
+/*
+ * A wait on a backend file.  Like struct vhost_poll, but a wake-up without
+ * a poll mask counts: a socket whose peer closes wakes its waiters exactly
+ * so (sk_state_change), and vhost_poll would never see that hang-up when
+ * no data came with it.
+ */
+struct vhost_serial_bpoll {
+	wait_queue_entry_t wait;
+	poll_table table;
+	wait_queue_head_t *wqh;
+	__poll_t mask;
+	struct vhost_work work;
+	struct vhost_virtqueue *vq;
+};
+
 struct vhost_serial_port {
 	struct vhost_serial *vs;
 	u32 id;
@@ -97,13 +112,13 @@ struct vhost_serial_port {
 
 	/* Guarded by the port's rx vq mutex. */
 	struct file *in;
-	struct vhost_poll in_poll;
+	struct vhost_serial_bpoll in_poll;
 	u64 rx_bytes;
 	u64 rx_bufs;
 
 	/* Guarded by the port's tx vq mutex. */
 	struct file *out;
-	struct vhost_poll out_poll;
+	struct vhost_serial_bpoll out_poll;
 	size_t tx_offset;	/* bytes of the next tx chain already written */
 	u8 *cbuf;		/* console ports only */
 	size_t cbuf_len;
@@ -554,6 +569,66 @@ static void vhost_serial_hangup(struct vhost_serial_port *port, bool input)
  * The worker must never sleep on a backend.  Sockets get MSG_DONTWAIT;
  * regular files do not block on a peer; everything else must be O_NONBLOCK.
  */
+static int vhost_serial_bpoll_wake(wait_queue_entry_t *wait, unsigned int mode,
+				   int sync, void *key)
+{
+	struct vhost_serial_bpoll *bp;
+
+	bp = container_of(wait, struct vhost_serial_bpoll, wait);
+	if (key && !(key_to_poll(key) & bp->mask))
+		return 0;
+	vhost_serial_work_queue(bp->vq, &bp->work);
+	return 0;
+}
+
+static void vhost_serial_bpoll_func(struct file *file, wait_queue_head_t *wqh,
+				    poll_table *pt)
+{
+	struct vhost_serial_bpoll *bp;
+
+	bp = container_of(pt, struct vhost_serial_bpoll, table);
+	/* One queue is enough: every file kind we accept wakes just one. */
+	if (bp->wqh)
+		return;
+	bp->wqh = wqh;
+	add_wait_queue(wqh, &bp->wait);
+}
+
+static void vhost_serial_bpoll_init(struct vhost_serial_bpoll *bp,
+				    vhost_work_fn_t fn, __poll_t mask,
+				    struct vhost_virtqueue *vq)
+{
+	init_waitqueue_func_entry(&bp->wait, vhost_serial_bpoll_wake);
+	init_poll_funcptr(&bp->table, vhost_serial_bpoll_func);
+	bp->wqh = NULL;
+	bp->mask = mask;
+	bp->vq = vq;
+	vhost_work_init(&bp->work, fn);
+}
+
+static void vhost_serial_bpoll_queue(struct vhost_serial_bpoll *bp)
+{
+	vhost_serial_work_queue(bp->vq, &bp->work);
+}
+
+/* Waits on @file; runs the work at once if it is ready already. */
+static void vhost_serial_bpoll_start(struct vhost_serial_bpoll *bp,
+				     struct file *file)
+{
+	if (bp->wqh)
+		return;
+	if (vfs_poll(file, &bp->table) & bp->mask)
+		vhost_serial_bpoll_queue(bp);
+}
+
+static void vhost_serial_bpoll_stop(struct vhost_serial_bpoll *bp)
+{
+	if (!bp->wqh)
+		return;
+	remove_wait_queue(bp->wqh, &bp->wait);
+	bp->wqh = NULL;
+}
+
 static bool vhost_serial_file_ok(struct file *file)
 {
 	if (sock_from_file(file) || S_ISREG(file_inode(file)->i_mode))
@@ -798,12 +873,12 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 	if (port->tx_offset < len) {
 		if (!console) {
 			if (can_write && ret != -EPIPE)
-				vhost_poll_start(&port->out_poll, port->out);
+				vhost_serial_bpoll_start(&port->out_poll, port->out);
 			return false;
 		}
 		vhost_serial_cbuf_stash(port, &iter);
 		if (port->out && !READ_ONCE(port->out_hup))
-			vhost_poll_start(&port->out_poll, port->out);
+			vhost_serial_bpoll_start(&port->out_poll, port->out);
 	}
 	port->tx_offset = 0;
 	port->tx_bufs++;
@@ -968,7 +1043,7 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 		vhost_serial_port_notify(port);
 		/* Data may be waiting in the backend. */
 		if (value)
-			vhost_poll_queue(&port->in_poll);
+			vhost_serial_bpoll_queue(&port->in_poll);
 		break;
 	default:
 		vq_err(vq, "unknown control event\n");
@@ -1041,12 +1116,12 @@ static void vhost_serial_init_port(struct vhost_serial *vs, u32 id)
 	port->vs = vs;
 	port->id = id;
 	atomic64_set(&port->errors, 0);
-	vhost_serial_poll_init(&port->in_poll, vhost_serial_in_poll_work,
-			       EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR,
-			       vhost_serial_port_rx_vq(port));
-	vhost_serial_poll_init(&port->out_poll, vhost_serial_out_poll_work,
-			       EPOLLOUT | EPOLLHUP | EPOLLERR,
-			       vhost_serial_port_tx_vq(port));
+	vhost_serial_bpoll_init(&port->in_poll, vhost_serial_in_poll_work,
+				EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR,
+				vhost_serial_port_rx_vq(port));
+	vhost_serial_bpoll_init(&port->out_poll, vhost_serial_out_poll_work,
+				EPOLLOUT | EPOLLHUP | EPOLLERR,
+				vhost_serial_port_tx_vq(port));
 }
 
 static long vhost_serial_set_num_ports(struct vhost_serial *vs, u32 nr)
@@ -1186,14 +1261,14 @@ out_unlock:
 static void vhost_serial_swap_backend(struct vhost_serial_port *port,
 				      struct file **in, struct file **out)
 {
-	vhost_poll_stop(&port->in_poll);
-	vhost_poll_stop(&port->out_poll);
+	vhost_serial_bpoll_stop(&port->in_poll);
+	vhost_serial_bpoll_stop(&port->out_poll);
 	swap(port->in, *in);
 	swap(port->out, *out);
 	WRITE_ONCE(port->in_hup, false);
 	WRITE_ONCE(port->out_hup, false);
 	if (port->in && port->vs->running)
-		vhost_poll_start(&port->in_poll, port->in);
+		vhost_serial_bpoll_start(&port->in_poll, port->in);
 }
 
 static void vhost_serial_lock_port_vqs(struct vhost_serial_port *port)
@@ -1447,8 +1522,8 @@ static void vhost_serial_stop_polls(struct vhost_serial *vs)
 	for (i = 0; i < vs->nr_ports; i++) {
 		port = &vs->ports[i];
 		vhost_serial_lock_port_vqs(port);
-		vhost_poll_stop(&port->in_poll);
-		vhost_poll_stop(&port->out_poll);
+		vhost_serial_bpoll_stop(&port->in_poll);
+		vhost_serial_bpoll_stop(&port->out_poll);
 		vhost_serial_unlock_port_vqs(port);
 	}
 }
@@ -1492,7 +1567,7 @@ static long vhost_serial_start(struct vhost_serial *vs)
 		port = &vs->ports[i];
 		vhost_serial_lock_port_vqs(port);
 		if (port->in)
-			vhost_poll_start(&port->in_poll, port->in);
+			vhost_serial_bpoll_start(&port->in_poll, port->in);
 		vhost_serial_unlock_port_vqs(port);
 		vhost_serial_kick_port(port);
 	}

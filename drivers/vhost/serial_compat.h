@@ -18,13 +18,6 @@
 
 #ifdef VHOST_NEW_WORKER
 
-static inline void vhost_serial_poll_init(struct vhost_poll *poll,
-					  vhost_work_fn_t fn, __poll_t mask,
-					  struct vhost_virtqueue *vq)
-{
-	vhost_poll_init(poll, fn, mask, vq->dev, vq);
-}
-
 static inline void vhost_serial_work_queue(struct vhost_virtqueue *vq,
 					   struct vhost_work *work)
 {
@@ -51,13 +44,6 @@ static inline long vhost_serial_worker_ioctl(struct vhost_dev *dev,
 }
 
 #else /* one worker per device */
-
-static inline void vhost_serial_poll_init(struct vhost_poll *poll,
-					  vhost_work_fn_t fn, __poll_t mask,
-					  struct vhost_virtqueue *vq)
-{
-	vhost_poll_init(poll, fn, mask, vq->dev);
-}
 
 static inline void vhost_serial_work_queue(struct vhost_virtqueue *vq,
 					   struct vhost_work *work)

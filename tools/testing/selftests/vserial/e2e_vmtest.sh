@@ -152,6 +152,11 @@ mount -t tmpfs tmpfs /host/tmp || fatal "tmpfs on /tmp"
 mount -t tmpfs tmpfs /host/run || fatal "tmpfs on /run"
 mount -t devtmpfs devtmpfs /host/dev || fatal "devtmpfs"
 mkdir -p /host/dev/pts /host/dev/shm 2>/dev/null
+# What udev would have made: bash's process substitution needs /dev/fd.
+ln -sf /proc/self/fd /host/dev/fd
+ln -sf /proc/self/fd/0 /host/dev/stdin
+ln -sf /proc/self/fd/1 /host/dev/stdout
+ln -sf /proc/self/fd/2 /host/dev/stderr
 mount -t devpts devpts /host/dev/pts 2>/dev/null
 mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
 mount -t proc proc /host/proc || fatal "proc"

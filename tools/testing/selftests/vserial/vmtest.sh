@@ -6,7 +6,7 @@
 # inside the VM and report whether everything passed.
 #
 #   vmtest.sh -k SERIES -m PATH/vhost_serial.ko -l LOGFILE [-T SECONDS]
-#             [-t SECONDS] TESTPROG [TESTPROG...]
+#             [-t SECONDS] [-e NAME=VALUE]... TESTPROG [TESTPROG...]
 #
 # The test programs must be static binaries: the VM has no libc.  They run
 # one after the other as root, with stdout and stderr on the serial console,
@@ -69,6 +69,7 @@ logfile=""
 timeout=$DEFAULT_TIMEOUT
 prog_timeout=""
 tests=()
+envs=()
 tmpdir=""
 qemu_rc=0
 lockfd=""
@@ -78,7 +79,7 @@ release=""
 usage() {
 	cat >&2 <<EOT
 usage: $PROG -k SERIES -m PATH/vhost_serial.ko -l LOGFILE [-T SECONDS]
-       [-t SECONDS] TESTPROG [TESTPROG...]
+       [-t SECONDS] [-e NAME=VALUE]... TESTPROG [TESTPROG...]
 
   -k SERIES   kernel series cached by scripts/setup.sh (6.12, 6.1)
   -m FILE     vhost_serial.ko built for that kernel
@@ -86,6 +87,7 @@ usage: $PROG -k SERIES -m PATH/vhost_serial.ko -l LOGFILE [-T SECONDS]
   -T SECONDS  timeout of the whole VM run (default $DEFAULT_TIMEOUT)
   -t SECONDS  timeout of each test program inside the VM
               (default: (T - $BOOT_MARGIN) / number of programs)
+  -e NAME=VALUE  environment of the test programs (repeatable)
   TESTPROG    static test binaries, run in this order as /tests/NAME
 EOT
 	exit $EXIT_USAGE
@@ -126,8 +128,13 @@ is_uint() {
 parse_args() {
 	local opt
 
-	while getopts "k:m:l:T:t:h" opt; do
+	while getopts "k:m:l:T:t:e:h" opt; do
 		case $opt in
+		e)
+			[[ $OPTARG =~ ^[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.,:/=-]*$ ]] ||
+				die "-e wants NAME=VALUE (letters, digits, _.,:/=-), not '$OPTARG'"
+			envs+=("$OPTARG")
+			;;
 		k) series=$OPTARG ;;
 		m) module=$OPTARG ;;
 		l) logfile=$OPTARG ;;
@@ -366,7 +373,7 @@ EOT
 }
 
 build_initramfs() {
-	local root=$tmpdir/root deps=() m t names=""
+	local root=$tmpdir/root deps=() m t e names=""
 
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,etc,lib/modules,tests}
 	cp "$BUSYBOX" "$root/bin/busybox"
@@ -393,6 +400,9 @@ DEVNODE=$DEVNODE
 DEV_WAIT=$DEV_WAIT
 BAD_KLOG='$BAD_KLOG'
 EOT
+	for e in "${envs[@]}"; do
+		echo "export $e" >>"$root/etc/vmtest.conf"
+	done
 	write_init "$root/init"
 
 	(cd "$root" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) \

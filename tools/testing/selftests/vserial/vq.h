@@ -142,6 +142,8 @@ struct vs_flow {
 	bool optional;
 	/* Stop the host side after this many bytes (0: never). */
 	uint64_t host_stop_at;
+	/* Throughput runs: no pattern and no SHA-1, only byte counts. */
+	bool raw;
 	/* state */
 	uint64_t sent;		/* producer side */
 	uint64_t received;	/* consumer side */
@@ -152,6 +154,7 @@ struct vs_flow {
 	char **free;
 	uint64_t pat_tx;
 	char *host_buf;
+	size_t host_size;
 	size_t host_len;
 	size_t host_off;
 	struct sha1 sha_tx;
@@ -160,6 +163,10 @@ struct vs_flow {
 
 int vs_flow_init(struct vs_flow *f, struct vs_dev *d, unsigned int port,
 		 bool g2h, int host_fd, uint64_t total, uint32_t seed);
+/* The same with nbufs guest buffers of buf_size bytes each. */
+int vs_flow_init_sized(struct vs_flow *f, struct vs_dev *d, unsigned int port,
+		       bool g2h, int host_fd, uint64_t total, uint32_t seed,
+		       size_t buf_size, unsigned int nbufs);
 /* 0 when every flow completed; -ETIMEDOUT, -EIO otherwise. */
 int vs_pump(struct vs_flow *flows, unsigned int n, int timeout_ms);
 /* Run until no flow makes progress for idle_ms (back-pressure checks). */

@@ -687,6 +687,38 @@ TEST_F_TIMEOUT(vserial, detach_reattach_mid_transfer_no_loss_no_dup, 120)
 	host_end_close(&b);
 }
 
+/*
+ * A socket whose peer closes wakes its waiters without a poll mask: the
+ * module must see that hang-up while the guest waits with buffers posted
+ * and no data ever comes.
+ */
+TEST_F(vserial, peer_close_without_data_disconnects_the_guest)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_flow f;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, false, -1, 4096, 5));
+	ASSERT_EQ(0, vs_pump_until_idle(&f, 1, 200));
+	ASSERT_LT(0, f.inflight);
+	close_fd(&h.peer_wr);
+	close_fd(&h.peer_rd);
+
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_HUP);
+	EXPECT_EQ(0, st.rx_bytes);
+	vs_flow_free(&f);
+	close_fd(&h.in_fd);
+	close_fd(&h.out_fd);
+}
+
 TEST_F(vserial, hangup_after_data_delivers_all_then_disconnects)
 {
 	struct host_end h = { -1, -1, -1, -1 };
@@ -1019,6 +1051,10 @@ static int bad_chain(struct __test_metadata *_metadata,
 	vs_vq_kick(vq);
 	ret = vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS);
 	host_end_close(&h);
+	if (ret)
+		return ret;
+	/* The closed socket is a hang-up: the guest hears of it first. */
+	ret = expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 0);
 	if (ret)
 		return ret;
 	ret = vs_port_state(&self->d, 1, &st);
