@@ -10,6 +10,7 @@
 #   make sparse | checkpatch static checks of the kernel code
 #   make qemu | qemu-check   QEMU with qemu-patches/ (cached); its virtio-serial qtests
 #   make qemu-smoke          that QEMU with vhost=on in a VM, a guest nested in it
+#   make bench [QUICK=1]     every benchmark figure, its anchor, a table and a plot
 #
 # Kernels, headers and sources are resolved and cached by scripts/setup.sh
 # in $(VSERIAL_CACHE) (default /var/cache/vhost-serial).
@@ -84,6 +85,10 @@ GUEST_DRIVER	?= intree
 .PHONY: check-guest
 check-guest: setup
 	@scripts/check.sh --guest-only $(GUEST_DRIVER) $(KERNELS)
+
+.PHONY: bench
+bench: setup
+	@QUICK=$(QUICK) scripts/bench.sh
 
 demo: setup
 	@DEMO_MODULE=$(DEMO_MODULE) scripts/demo.sh

@@ -11,6 +11,7 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/bvec.h>
 #include <linux/eventfd.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -18,9 +19,12 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
+#include <linux/pipe_fs_i.h>
 #include <linux/poll.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
+#include <linux/splice.h>
 #include <linux/uio.h>
 #include <linux/vhost.h>
 #include <linux/virtio_console.h>
@@ -36,6 +40,17 @@
 /* Console output kept while the console backend is full or absent. */
 #define VHOST_SERIAL_CONSOLE_BUF	4096
 /* Control messages waiting for guest buffers: base plus per port. */
+/*
+ * Zero-copy output: a chain of more pages than this is copied into the
+ * pipe instead, so that one chain never pins without bound.
+ */
+#define VHOST_SERIAL_ZC_MAX_PAGES	256
+/*
+ * Guest pages one device may keep pinned in pipes.  A reader that moves
+ * them on into other pipes frees room in ours without releasing them:
+ * past this, output is copied.
+ */
+#define VHOST_SERIAL_ZC_MAX_PINNED	4096
 #define VHOST_SERIAL_CTRL_BASE		64
 #define VHOST_SERIAL_CTRL_PER_PORT	8
 
@@ -77,15 +92,47 @@ struct vhost_serial_resize_payload {
 };
 
 /*
+ * Zero-copy state of a device.  Pipes may hold guest pages after the
+ * device is gone: the hub outlives it, and tells late releases whether
+ * there is still a ring to complete their chains in.
+ */
+struct vhost_serial_zc_hub {
+	refcount_t refs;	/* the device's, and one per chain */
+	spinlock_t lock;
+	struct vhost_serial *vs;	/* NULL once the device is released */
+	u32 gen;		/* bumped when the rings are set up anew */
+	atomic_t pinned;	/* pages pinned by this device's chains */
+};
+
+/*
+ * One chain of guest output whose pages are linked into a pipe by
+ * reference.  The chain is completed (added to the used ring) only when
+ * every pipe buffer that points into it has been released.
+ */
+struct vhost_serial_zc {
+	struct llist_node done;
+	struct vhost_serial_zc_hub *hub;
+	u32 gen;
+	u32 port_id;
+	u16 head;
+	refcount_t refs;	/* one per pipe buffer, one while pushing */
+	unsigned int nsegs;
+	unsigned int next;	/* first segment not wholly in the pipe */
+	size_t seg_off;		/* bytes of segment next already out */
+	struct bio_vec segs[];	/* one pinned page piece each */
+};
+
+/*
  * A wait on a backend file.  Like struct vhost_poll, but a wake-up without
  * a poll mask counts: a socket whose peer closes wakes its waiters exactly
  * so (sk_state_change), and vhost_poll would never see that hang-up when
  * no data came with it.
  */
 struct vhost_serial_bpoll {
-	wait_queue_entry_t wait;
+	/* Two queues: a tty or an O_RDWR FIFO waits on one per direction. */
+	wait_queue_entry_t wait[2];
+	wait_queue_head_t *wqh[2];
 	poll_table table;
-	wait_queue_head_t *wqh;
 	__poll_t mask;
 	struct vhost_work work;
 	struct vhost_virtqueue *vq;
@@ -118,6 +165,8 @@ struct vhost_serial_port {
 
 	/* Guarded by the port's tx vq mutex. */
 	struct file *out;
+	bool zerocopy;		/* out is a pipe fed with guest pages */
+	struct vhost_serial_zc *zc_cur;	/* popped chain, partly pushed */
 	struct vhost_serial_bpoll out_poll;
 	size_t tx_offset;	/* bytes of the next tx chain already written */
 	u8 *cbuf;		/* console ports only */
@@ -151,6 +200,12 @@ struct vhost_serial {
 	u32 ctrl_gen;			/* guarded by ctrl_lock */
 	u32 ctrl_max;
 	struct vhost_work ctrl_work;
+
+	/* Zero-copy output whose pipes released the pages. */
+	struct vhost_serial_zc_hub *zc_hub;
+	struct llist_head zc_done;
+	struct llist_head zc_stopped;	/* released while the device stopped */
+	struct vhost_work zc_work;
 };
 
 static inline u32 vhost_serial_rx_vq_index(u32 id)
@@ -200,6 +255,7 @@ static void vhost_serial_port_notify(struct vhost_serial_port *port)
 
 /* One descriptor chain, as vhost_get_vq_desc() left it in vq->iov. */
 struct vhost_serial_chain {
+	u16 head;
 	unsigned int out;
 	unsigned int in;
 	size_t len;		/* bytes of the chain in its direction */
@@ -213,8 +269,9 @@ struct vhost_serial_queue_ops {
 	bool (*want_more)(void *ctx);
 	/*
 	 * Handle one chain: >= 0 completes it with that many bytes written
-	 * into it; < 0 leaves it in the ring and stops the loop (the caller
-	 * arranged to run again, or has nothing more to do).
+	 * into it; -EINPROGRESS keeps it, to be completed later; other
+	 * errors leave it in the ring and stop the loop (the caller arranged
+	 * to run again, or has nothing more to do).
 	 */
 	ssize_t (*chain)(void *ctx, struct vhost_virtqueue *vq,
 			 const struct vhost_serial_chain *c);
@@ -278,9 +335,14 @@ static void vhost_serial_run_queue(struct vhost_virtqueue *vq,
 			added = true;
 			continue;
 		}
+		c.head = head;
 		c.len = ops->device_writes ? iov_length(vq->iov, c.in) :
 					     iov_length(vq->iov, c.out);
 		ret = ops->chain(ctx, vq, &c);
+		if (ret == -EINPROGRESS) {
+			total += c.len;
+			continue;
+		}
 		if (ret < 0) {
 			vhost_discard_vq_desc(vq, 1);
 			break;
@@ -572,9 +634,8 @@ static void vhost_serial_hangup(struct vhost_serial_port *port, bool input)
 static int vhost_serial_bpoll_wake(wait_queue_entry_t *wait, unsigned int mode,
 				   int sync, void *key)
 {
-	struct vhost_serial_bpoll *bp;
+	struct vhost_serial_bpoll *bp = wait->private;
 
-	bp = container_of(wait, struct vhost_serial_bpoll, wait);
 	if (key && !(key_to_poll(key) & bp->mask))
 		return 0;
 	vhost_serial_work_queue(bp->vq, &bp->work);
@@ -586,21 +647,32 @@ static void vhost_serial_bpoll_func(struct file *file, wait_queue_head_t *wqh,
 {
 	struct vhost_serial_bpoll *bp;
 
+	unsigned int i;
+
 	bp = container_of(pt, struct vhost_serial_bpoll, table);
-	/* One queue is enough: every file kind we accept wakes just one. */
-	if (bp->wqh)
-		return;
-	bp->wqh = wqh;
-	add_wait_queue(wqh, &bp->wait);
+	for (i = 0; i < ARRAY_SIZE(bp->wqh); i++) {
+		if (!bp->wqh[i]) {
+			bp->wqh[i] = wqh;
+			add_wait_queue(wqh, &bp->wait[i]);
+			return;
+		}
+	}
+	pr_warn_ratelimited("backend waits on more than %zu queues\n",
+			    ARRAY_SIZE(bp->wqh));
 }
 
 static void vhost_serial_bpoll_init(struct vhost_serial_bpoll *bp,
 				    vhost_work_fn_t fn, __poll_t mask,
 				    struct vhost_virtqueue *vq)
 {
-	init_waitqueue_func_entry(&bp->wait, vhost_serial_bpoll_wake);
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(bp->wait); i++) {
+		init_waitqueue_func_entry(&bp->wait[i], vhost_serial_bpoll_wake);
+		bp->wait[i].private = bp;
+		bp->wqh[i] = NULL;
+	}
 	init_poll_funcptr(&bp->table, vhost_serial_bpoll_func);
-	bp->wqh = NULL;
 	bp->mask = mask;
 	bp->vq = vq;
 	vhost_work_init(&bp->work, fn);
@@ -611,22 +683,34 @@ static void vhost_serial_bpoll_queue(struct vhost_serial_bpoll *bp)
 	vhost_serial_work_queue(bp->vq, &bp->work);
 }
 
-/* Waits on @file; runs the work at once if it is ready already. */
+static void vhost_serial_bpoll_stop(struct vhost_serial_bpoll *bp)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(bp->wqh); i++) {
+		if (bp->wqh[i]) {
+			remove_wait_queue(bp->wqh[i], &bp->wait[i]);
+			bp->wqh[i] = NULL;
+		}
+	}
+}
+
+/*
+ * Waits on @file; runs the work at once if it is ready already.  A file in
+ * error is not waited on: the work sees the error and hangs the port up.
+ */
 static void vhost_serial_bpoll_start(struct vhost_serial_bpoll *bp,
 				     struct file *file)
 {
-	if (bp->wqh)
-		return;
-	if (vfs_poll(file, &bp->table) & bp->mask)
-		vhost_serial_bpoll_queue(bp);
-}
+	__poll_t mask;
 
-static void vhost_serial_bpoll_stop(struct vhost_serial_bpoll *bp)
-{
-	if (!bp->wqh)
+	if (bp->wqh[0])
 		return;
-	remove_wait_queue(bp->wqh, &bp->wait);
-	bp->wqh = NULL;
+	mask = vfs_poll(file, &bp->table);
+	if (mask & EPOLLERR)
+		vhost_serial_bpoll_stop(bp);
+	if (mask & bp->mask)
+		vhost_serial_bpoll_queue(bp);
 }
 
 static bool vhost_serial_file_ok(struct file *file)
@@ -885,6 +969,408 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 	return true;
 }
 
+/* ---- zero-copy guest output ---------------------------------------------- */
+
+/*
+ * A port attached with VHOST_SERIAL_BACKEND_F_ZEROCOPY writes guest output
+ * into its pipe by reference: the chain's pages are pinned and each piece
+ * becomes a pipe buffer.  Whatever takes them out of the pipe (read,
+ * splice to a file, a socket or /dev/null) reads guest memory directly;
+ * the chain goes back to the guest when the last of its buffers is
+ * released, never before.
+ */
+
+static struct pipe_inode_info *vhost_serial_pipe(struct file *file)
+{
+	struct pipe_inode_info *pipe;
+
+	/* The pipe of a FIFO or pipe file, as fs/pipe.c keeps it. */
+	if (!file || !S_ISFIFO(file_inode(file)->i_mode))
+		return NULL;
+	pipe = file->private_data;
+	/* Notification pipes take no data. */
+	if (!pipe || pipe_has_watch_queue(pipe))
+		return NULL;
+	return pipe;
+}
+
+/*
+ * Pipes hold the module's buffer operations: a hub that outlives its
+ * device keeps the module loaded until the last page is released.
+ */
+static struct vhost_serial_zc_hub *vhost_serial_zc_hub_new(struct vhost_serial *vs)
+{
+	struct vhost_serial_zc_hub *hub;
+
+	hub = kzalloc(sizeof(*hub), GFP_KERNEL_ACCOUNT);
+	if (!hub)
+		return NULL;
+	refcount_set(&hub->refs, 1);
+	spin_lock_init(&hub->lock);
+	hub->vs = vs;
+	__module_get(THIS_MODULE);
+	return hub;
+}
+
+static void vhost_serial_zc_hub_put(struct vhost_serial_zc_hub *hub)
+{
+	if (refcount_dec_and_test(&hub->refs)) {
+		kfree(hub);
+		module_put(THIS_MODULE);
+	}
+}
+
+static void vhost_serial_zc_unpin(struct vhost_serial_zc *zc)
+{
+	unsigned int i;
+
+	for (i = 0; i < zc->nsegs; i++)
+		unpin_user_page(zc->segs[i].bv_page);
+	atomic_sub(zc->nsegs, &zc->hub->pinned);
+	zc->nsegs = 0;
+}
+
+static void vhost_serial_zc_free(struct vhost_serial_zc *zc)
+{
+	vhost_serial_zc_hub_put(zc->hub);
+	kvfree(zc);
+}
+
+/*
+ * The last reference is gone: the host has released every page.  Hand the
+ * chain to the worker for completion, unless the device stopped or went
+ * away meanwhile (its ring is no longer the one the chain came from).
+ */
+static void vhost_serial_zc_put(struct vhost_serial_zc *zc)
+{
+	struct vhost_serial_zc_hub *hub = zc->hub;
+	struct vhost_serial *vs;
+	unsigned long flags;
+	bool queued = false;
+
+	if (!refcount_dec_and_test(&zc->refs))
+		return;
+	vhost_serial_zc_unpin(zc);
+	spin_lock_irqsave(&hub->lock, flags);
+	vs = hub->vs;
+	if (vs && zc->gen == hub->gen) {
+		/* The worker completes and frees it. */
+		llist_add(&zc->done, &vs->zc_done);
+		vhost_serial_work_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_RX],
+					&vs->zc_work);
+		queued = true;
+	}
+	spin_unlock_irqrestore(&hub->lock, flags);
+	if (!queued)
+		vhost_serial_zc_free(zc);
+}
+
+static void vhost_serial_zc_buf_release(struct pipe_inode_info *pipe,
+					struct pipe_buffer *buf)
+{
+	vhost_serial_zc_put((struct vhost_serial_zc *)buf->private);
+}
+
+/* tee(2) duplicates a buffer: one more holder of the chain. */
+static bool vhost_serial_zc_buf_get(struct pipe_inode_info *pipe,
+				    struct pipe_buffer *buf)
+{
+	struct vhost_serial_zc *zc = (struct vhost_serial_zc *)buf->private;
+
+	return refcount_inc_not_zero(&zc->refs);
+}
+
+/* No try_steal: the pages stay the guest's. */
+static const struct pipe_buf_operations vhost_serial_zc_buf_ops = {
+	.release = vhost_serial_zc_buf_release,
+	.get = vhost_serial_zc_buf_get,
+};
+
+/* Ends a run of completions on one queue. */
+static void vhost_serial_zc_unlock(struct vhost_serial *vs,
+				   struct vhost_virtqueue *vq, bool added)
+{
+	if (added)
+		vhost_signal(&vs->dev, vq);
+	mutex_unlock(&vq->mutex);
+}
+
+/*
+ * Completes the chains whose pages the host released; in the worker.  A
+ * stopped queue keeps them for its restart (its ring is unchanged unless
+ * set up anew, which bumps the generation and makes them stale).
+ */
+static void vhost_serial_zc_work(struct vhost_work *work)
+{
+	struct vhost_serial *vs = container_of(work, struct vhost_serial,
+					       zc_work);
+	struct vhost_virtqueue *vq, *locked = NULL;
+	struct vhost_serial_zc *zc, *tmp;
+	struct llist_node *list;
+	bool added = false;
+
+	list = llist_reverse_order(llist_del_all(&vs->zc_done));
+	llist_for_each_entry_safe(zc, tmp, list, done) {
+		vq = vhost_serial_port_tx_vq(&vs->ports[zc->port_id]);
+		if (vq != locked) {
+			if (locked)
+				vhost_serial_zc_unlock(vs, locked, added);
+			mutex_lock(&vq->mutex);
+			locked = vq;
+			added = false;
+		}
+		if (zc->gen != READ_ONCE(vs->zc_hub->gen)) {
+			vhost_serial_zc_free(zc);
+		} else if (!vhost_vq_get_backend(vq)) {
+			llist_add(&zc->done, &vs->zc_stopped);
+		} else {
+			vhost_add_used(vq, zc->head, 0);
+			added = true;
+			vhost_serial_zc_free(zc);
+		}
+	}
+	if (locked)
+		vhost_serial_zc_unlock(vs, locked, added);
+}
+
+/* Frees completions nobody will make: the device is going away. */
+static void vhost_serial_zc_drain(struct llist_head *head)
+{
+	struct vhost_serial_zc *zc, *tmp;
+
+	llist_for_each_entry_safe(zc, tmp, llist_del_all(head), done)
+		vhost_serial_zc_free(zc);
+}
+
+/*
+ * Pins the pages of one chain of guest output.  NULL when the chain is
+ * too large to pin (the caller copies it) or pinning failed.
+ */
+static struct vhost_serial_zc *
+vhost_serial_zc_pin(struct vhost_serial_port *port, struct vhost_virtqueue *vq,
+		    const struct vhost_serial_chain *c)
+{
+	unsigned int i, k, nr, npages = 0;
+	struct vhost_serial_zc *zc;
+	struct page **pages;
+	unsigned long addr;
+	size_t len, piece;
+	int got;
+
+	for (i = 0; i < c->out; i++) {
+		addr = (unsigned long)vq->iov[i].iov_base;
+		if (vq->iov[i].iov_len)
+			npages += DIV_ROUND_UP(offset_in_page(addr) +
+					       vq->iov[i].iov_len, PAGE_SIZE);
+		if (npages > VHOST_SERIAL_ZC_MAX_PAGES)
+			return NULL;
+	}
+	if (!npages)
+		return NULL;
+	if (atomic_add_return(npages, &port->vs->zc_hub->pinned) >
+	    VHOST_SERIAL_ZC_MAX_PINNED) {
+		atomic_sub(npages, &port->vs->zc_hub->pinned);
+		return NULL;
+	}
+	zc = kvzalloc(struct_size(zc, segs, npages), GFP_KERNEL_ACCOUNT);
+	pages = kmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
+	if (!zc || !pages)
+		goto err_free;
+
+	for (i = 0, k = 0; i < c->out; i++) {
+		addr = (unsigned long)vq->iov[i].iov_base;
+		len = vq->iov[i].iov_len;
+		if (!len)
+			continue;
+		nr = DIV_ROUND_UP(offset_in_page(addr) + len, PAGE_SIZE);
+		/* The worker runs in the owner's mm: these are its pages. */
+		got = pin_user_pages_fast(addr & PAGE_MASK, nr, FOLL_LONGTERM,
+					  pages + k);
+		if (got > 0)
+			k += got;
+		if (got != nr)
+			goto err_unpin;
+		for (; len; len -= piece, addr += piece) {
+			piece = min_t(size_t, len, PAGE_SIZE - offset_in_page(addr));
+			zc->segs[zc->nsegs].bv_page = pages[zc->nsegs];
+			zc->segs[zc->nsegs].bv_offset = offset_in_page(addr);
+			zc->segs[zc->nsegs].bv_len = piece;
+			zc->nsegs++;
+		}
+	}
+	kfree(pages);
+	refcount_set(&zc->refs, 1);
+	zc->head = c->head;
+	zc->port_id = port->id;
+	zc->hub = port->vs->zc_hub;
+	refcount_inc(&zc->hub->refs);
+	zc->gen = READ_ONCE(zc->hub->gen);
+	return zc;
+
+err_unpin:
+	pr_warn_ratelimited("port %u: cannot pin guest output for zero copy\n",
+			    port->id);
+	unpin_user_pages(pages, k);
+err_free:
+	atomic_sub(npages, &port->vs->zc_hub->pinned);
+	kfree(pages);
+	kvfree(zc);
+	return NULL;
+}
+
+/*
+ * Links what is left of @zc into the port's pipe.  0 when all of it is in;
+ * -EAGAIN when the pipe is full; -EPIPE when it has no reader.
+ */
+static int vhost_serial_zc_push(struct vhost_serial_port *port,
+				struct vhost_serial_zc *zc)
+{
+	struct pipe_inode_info *pipe = vhost_serial_pipe(port->out);
+	struct pipe_buffer buf;
+	struct bio_vec *seg;
+	bool added = false;
+	ssize_t ret = 0;
+
+	pipe_lock(pipe);
+	while (zc->next < zc->nsegs) {
+		/* Checked first: add_to_pipe would signal the worker. */
+		if (!pipe->readers) {
+			ret = -EPIPE;
+			break;
+		}
+		if (pipe_full(pipe->head, pipe->tail, pipe->max_usage)) {
+			ret = -EAGAIN;
+			break;
+		}
+		seg = &zc->segs[zc->next];
+		buf = (struct pipe_buffer) {
+			.page = seg->bv_page,
+			.offset = seg->bv_offset + zc->seg_off,
+			.len = seg->bv_len - zc->seg_off,
+			.ops = &vhost_serial_zc_buf_ops,
+			.private = (unsigned long)zc,
+		};
+		refcount_inc(&zc->refs);
+		ret = add_to_pipe(pipe, &buf);
+		if (ret < 0)
+			break;
+		port->tx_bytes += ret;
+		zc->next++;
+		zc->seg_off = 0;
+		added = true;
+		ret = 0;
+	}
+	pipe_unlock(pipe);
+	if (added) {
+		wake_up_interruptible_sync_poll(&pipe->rd_wait,
+						EPOLLIN | EPOLLRDNORM);
+		kill_fasync(&pipe->fasync_readers, SIGIO, POLL_IN);
+	}
+	return ret;
+}
+
+/*
+ * Writes what is left of @zc by copy: the backend that replaced the pipe
+ * takes no page references.  0 when all of it is out.
+ */
+static int vhost_serial_zc_copy(struct vhost_serial_port *port,
+				struct vhost_serial_zc *zc)
+{
+	struct iov_iter iter;
+	size_t left = 0;
+	unsigned int i;
+	ssize_t ret;
+
+	for (i = zc->next; i < zc->nsegs; i++)
+		left += zc->segs[i].bv_len;
+	left -= zc->seg_off;
+	iov_iter_bvec(&iter, ITER_SOURCE, zc->segs + zc->next,
+		      zc->nsegs - zc->next, left + zc->seg_off);
+	iov_iter_advance(&iter, zc->seg_off);
+	ret = vhost_serial_backend_write(port->out, &iter);
+	if (ret < 0)
+		return ret;
+	port->tx_bytes += ret;
+	for (ret += zc->seg_off; zc->next < zc->nsegs &&
+	     ret >= zc->segs[zc->next].bv_len; zc->next++)
+		ret -= zc->segs[zc->next].bv_len;
+	zc->seg_off = ret;
+	return zc->next == zc->nsegs ? 0 : -EAGAIN;
+}
+
+/*
+ * Moves the current zero-copy chain on.  True when it is all out (then its
+ * pushing reference is dropped); false when the port must wait for the
+ * backend (polling armed) or has none.
+ */
+static bool vhost_serial_zc_flush(struct vhost_serial_port *port)
+{
+	struct vhost_serial_zc *zc = port->zc_cur;
+	int ret;
+
+	if (!zc)
+		return true;
+	/* From a ring set up anew since: nobody waits for it any more. */
+	if (zc->gen != READ_ONCE(port->vs->zc_hub->gen)) {
+		port->zc_cur = NULL;
+		vhost_serial_zc_put(zc);
+		return true;
+	}
+	if (!port->out || READ_ONCE(port->out_hup))
+		return false;
+	ret = port->zerocopy ? vhost_serial_zc_push(port, zc) :
+			       vhost_serial_zc_copy(port, zc);
+	if (!ret) {
+		port->zc_cur = NULL;
+		port->tx_bufs++;
+		vhost_serial_zc_put(zc);
+		return true;
+	}
+	if (ret == -EAGAIN) {
+		vhost_serial_bpoll_start(&port->out_poll, port->out);
+	} else {
+		vhost_serial_port_error(port);
+		vhost_serial_hangup(port, false);
+	}
+	return false;
+}
+
+/*
+ * A chain of guest output on a zero-copy port: pinned and linked into the
+ * pipe, completed when the host releases it (-EINPROGRESS); or copied
+ * when it cannot be pinned.
+ */
+static ssize_t vhost_serial_zc_chain(struct vhost_serial_port *port,
+				     struct vhost_virtqueue *vq,
+				     const struct vhost_serial_chain *c)
+{
+	struct vhost_serial_zc *zc = NULL;
+	int ret;
+
+	/* A chain a copying backend began stays on the copy path. */
+	if (!port->tx_offset)
+		zc = vhost_serial_zc_pin(port, vq, c);
+	if (!zc)
+		return vhost_serial_tx_one(port, vq, c->out, false) ? 0 : -EAGAIN;
+	ret = vhost_serial_zc_push(port, zc);
+	if (ret && !zc->next && !zc->seg_off) {
+		/* Nothing went out: the chain stays in the ring. */
+		vhost_serial_zc_unpin(zc);
+		vhost_serial_zc_free(zc);
+		if (ret == -EAGAIN) {
+			vhost_serial_bpoll_start(&port->out_poll, port->out);
+		} else {
+			vhost_serial_port_error(port);
+			vhost_serial_hangup(port, false);
+		}
+		return -EAGAIN;
+	}
+	/* Popped: from here the chain completes through its references. */
+	port->zc_cur = zc;
+	vhost_serial_zc_flush(port);
+	return -EINPROGRESS;
+}
+
 static ssize_t vhost_serial_tx_chain(void *ctx, struct vhost_virtqueue *vq,
 				     const struct vhost_serial_chain *c)
 {
@@ -892,11 +1378,23 @@ static ssize_t vhost_serial_tx_chain(void *ctx, struct vhost_virtqueue *vq,
 	/* Legacy single-port devices have a console on port 0. */
 	bool console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
 
+	/* Consoles never wait for a reader, so they always copy. */
+	if (port->zerocopy && !console)
+		return vhost_serial_zc_chain(port, vq, c);
 	return vhost_serial_tx_one(port, vq, c->out, console) ? 0 : -EAGAIN;
+}
+
+/* A partly pushed zero-copy chain must go out before the next one. */
+static bool vhost_serial_tx_want_more(void *ctx)
+{
+	struct vhost_serial_port *port = ctx;
+
+	return !port->zc_cur;
 }
 
 static const struct vhost_serial_queue_ops vhost_serial_tx_ops = {
 	.name = "port tx",
+	.want_more = vhost_serial_tx_want_more,
 	.chain = vhost_serial_tx_chain,
 	.bad_chain = vhost_serial_port_bad_chain,
 };
@@ -912,6 +1410,8 @@ static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
 	if (console)
 		vhost_serial_cbuf_flush(port);
+	if (!vhost_serial_zc_flush(port))
+		goto out_unlock;
 	/* Generic ports keep output in the ring until a backend comes. */
 	if (console || (port->out && !READ_ONCE(port->out_hup)))
 		vhost_serial_run_queue(vq, &vhost_serial_tx_ops, port);
@@ -1259,12 +1759,14 @@ out_unlock:
 
 /* Swap a port's backend files; caller holds dev.mutex and both vq mutexes. */
 static void vhost_serial_swap_backend(struct vhost_serial_port *port,
-				      struct file **in, struct file **out)
+				      struct file **in, struct file **out,
+				      bool zerocopy)
 {
 	vhost_serial_bpoll_stop(&port->in_poll);
 	vhost_serial_bpoll_stop(&port->out_poll);
 	swap(port->in, *in);
 	swap(port->out, *out);
+	port->zerocopy = zerocopy;
 	WRITE_ONCE(port->in_hup, false);
 	WRITE_ONCE(port->out_hup, false);
 	if (port->in && port->vs->running)
@@ -1289,7 +1791,7 @@ static void vhost_serial_detach(struct vhost_serial_port *port)
 	struct file *in = NULL, *out = NULL;
 
 	vhost_serial_lock_port_vqs(port);
-	vhost_serial_swap_backend(port, &in, &out);
+	vhost_serial_swap_backend(port, &in, &out, false);
 	vhost_serial_unlock_port_vqs(port);
 
 	mutex_lock(&port->vs->port_lock);
@@ -1304,6 +1806,7 @@ static void vhost_serial_detach(struct vhost_serial_port *port)
 static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 {
 	struct vhost_serial_port *port = vhost_serial_lookup(vs, id);
+	struct vhost_serial_zc *zc;
 	struct eventfd_ctx *event;
 	long ret = 0;
 
@@ -1328,8 +1831,13 @@ static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 	port->event = NULL;
 	port->cbuf_len = 0;
 	port->tx_offset = 0;
+	/* A port added again under this id starts clean. */
+	zc = port->zc_cur;
+	port->zc_cur = NULL;
 	mutex_unlock(&vs->port_lock);
 	vhost_serial_unlock_port_vqs(port);
+	if (zc)
+		vhost_serial_zc_put(zc);
 	if (event)
 		eventfd_ctx_put(event);
 out_unlock:
@@ -1360,7 +1868,8 @@ static long vhost_serial_set_backend(struct vhost_serial *vs,
 	struct file *in, *out;
 	long ret = 0;
 
-	if (!port || b->flags || b->in_fd < -1 || b->out_fd < -1)
+	if (!port || (b->flags & ~VHOST_SERIAL_BACKEND_F_ALL) ||
+	    b->in_fd < -1 || b->out_fd < -1)
 		return -EINVAL;
 	in = vhost_serial_get_file(b->in_fd, FMODE_READ);
 	if (IS_ERR(in))
@@ -1370,6 +1879,12 @@ static long vhost_serial_set_backend(struct vhost_serial *vs,
 		ret = PTR_ERR(out);
 		goto out_put_in;
 	}
+	/* Guest pages go by reference only into a pipe. */
+	if ((b->flags & VHOST_SERIAL_BACKEND_F_ZEROCOPY) &&
+	    !vhost_serial_pipe(out)) {
+		ret = -EINVAL;
+		goto out_put;
+	}
 
 	mutex_lock(&vs->dev.mutex);
 	if (!READ_ONCE(port->present)) {
@@ -1377,7 +1892,8 @@ static long vhost_serial_set_backend(struct vhost_serial *vs,
 		goto out_unlock;
 	}
 	vhost_serial_lock_port_vqs(port);
-	vhost_serial_swap_backend(port, &in, &out);
+	vhost_serial_swap_backend(port, &in, &out,
+				  b->flags & VHOST_SERIAL_BACKEND_F_ZEROCOPY);
 	vhost_serial_unlock_port_vqs(port);
 
 	mutex_lock(&vs->port_lock);
@@ -1387,6 +1903,7 @@ static long vhost_serial_set_backend(struct vhost_serial *vs,
 	vhost_serial_kick_port(port);
 out_unlock:
 	mutex_unlock(&vs->dev.mutex);
+out_put:
 	if (out)
 		fput(out);
 out_put_in:
@@ -1445,6 +1962,8 @@ static long vhost_serial_get_port_state(struct vhost_serial *vs,
 		state |= VHOST_SERIAL_STATE_HOST_OPEN;
 	if (READ_ONCE(port->in_hup) || READ_ONCE(port->out_hup))
 		state |= VHOST_SERIAL_STATE_HUP;
+	if (READ_ONCE(port->zerocopy))
+		state |= VHOST_SERIAL_STATE_ZEROCOPY;
 	st->events = port->events;
 	mutex_unlock(&vs->port_lock);
 
@@ -1528,6 +2047,21 @@ static void vhost_serial_stop_polls(struct vhost_serial *vs)
 	}
 }
 
+/*
+ * The device goes away: chains whose pages still sit in pipes are no
+ * longer completed, their release only unpins them.
+ */
+static void vhost_serial_zc_orphan(struct vhost_serial *vs)
+{
+	struct vhost_serial_zc_hub *hub = vs->zc_hub;
+	unsigned long flags;
+
+	spin_lock_irqsave(&hub->lock, flags);
+	WRITE_ONCE(hub->gen, hub->gen + 1);
+	hub->vs = NULL;
+	spin_unlock_irqrestore(&hub->lock, flags);
+}
+
 static long vhost_serial_stop(struct vhost_serial *vs)
 {
 	long ret;
@@ -1543,6 +2077,20 @@ static long vhost_serial_stop(struct vhost_serial *vs)
 out_unlock:
 	mutex_unlock(&vs->dev.mutex);
 	return ret;
+}
+
+static void vhost_serial_zc_restart(struct vhost_serial *vs)
+{
+	struct llist_node *list = llist_del_all(&vs->zc_stopped);
+	struct llist_node *last = list;
+
+	if (!list)
+		return;
+	while (last->next)
+		last = last->next;
+	llist_add_batch(list, last, &vs->zc_done);
+	vhost_serial_work_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_RX],
+				&vs->zc_work);
 }
 
 static long vhost_serial_start(struct vhost_serial *vs)
@@ -1573,6 +2121,8 @@ static long vhost_serial_start(struct vhost_serial *vs)
 	}
 	/* Buffers may have been posted before we were started. */
 	vhost_poll_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_TX].poll);
+	/* Zero-copy chains released while we were stopped. */
+	vhost_serial_zc_restart(vs);
 	vhost_serial_work_queue(&vs->vqs[VHOST_SERIAL_VQ_CTRL_RX],
 				&vs->ctrl_work);
 out_unlock:
@@ -1606,6 +2156,24 @@ out_unlock:
 	return ret;
 }
 
+/*
+ * A ring set up anew (vhost allows it only while the device is stopped)
+ * is not the ring that chains still in pipes came from.
+ */
+static void vhost_serial_zc_ring_changed(struct vhost_serial *vs,
+					 unsigned int ioctl)
+{
+	struct vhost_serial_zc_hub *hub = vs->zc_hub;
+	unsigned long flags;
+
+	if (ioctl != VHOST_SET_VRING_NUM && ioctl != VHOST_SET_VRING_ADDR &&
+	    ioctl != VHOST_SET_VRING_BASE)
+		return;
+	spin_lock_irqsave(&hub->lock, flags);
+	WRITE_ONCE(hub->gen, hub->gen + 1);
+	spin_unlock_irqrestore(&hub->lock, flags);
+}
+
 static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 				       unsigned int ioctl, void __user *argp)
 {
@@ -1616,10 +2184,13 @@ static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 		ret = vhost_serial_worker_ioctl(&vs->dev, ioctl, argp);
 	} else {
 		ret = vhost_dev_ioctl(&vs->dev, ioctl, argp);
-		if (ret == -ENOIOCTLCMD)
+		if (ret == -ENOIOCTLCMD) {
 			ret = vhost_vring_ioctl(&vs->dev, ioctl, argp);
-		else
+			if (!ret)
+				vhost_serial_zc_ring_changed(vs, ioctl);
+		} else {
 			vhost_dev_flush(&vs->dev);
+		}
 	}
 	mutex_unlock(&vs->dev.mutex);
 	return ret;
@@ -1705,6 +2276,14 @@ static int vhost_serial_dev_open(struct inode *inode, struct file *f)
 	vs = kvzalloc(sizeof(*vs), GFP_KERNEL_ACCOUNT);
 	if (!vs)
 		return -ENOMEM;
+	vs->zc_hub = vhost_serial_zc_hub_new(vs);
+	if (!vs->zc_hub) {
+		kvfree(vs);
+		return -ENOMEM;
+	}
+	init_llist_head(&vs->zc_done);
+	init_llist_head(&vs->zc_stopped);
+	vhost_work_init(&vs->zc_work, vhost_serial_zc_work);
 	mutex_init(&vs->init_lock);
 	mutex_init(&vs->port_lock);
 	spin_lock_init(&vs->ctrl_lock);
@@ -1728,6 +2307,9 @@ static void vhost_serial_release_ports(struct vhost_serial *vs)
 		if (port->event)
 			eventfd_ctx_put(port->event);
 		kfree(port->cbuf);
+		/* Its pushing reference; pipes may keep the rest alive. */
+		if (port->zc_cur)
+			vhost_serial_zc_put(port->zc_cur);
 	}
 }
 
@@ -1740,16 +2322,22 @@ static int vhost_serial_dev_release(struct inode *inode, struct file *f)
 		vs->running = false;
 		vhost_serial_set_vq_backends(vs, false);
 		vhost_serial_stop_polls(vs);
+		vhost_serial_zc_orphan(vs);
 		mutex_unlock(&vs->dev.mutex);
 		vhost_dev_flush(&vs->dev);
 		vhost_dev_stop(&vs->dev);
+		vhost_serial_zc_drain(&vs->zc_done);
+		vhost_serial_zc_drain(&vs->zc_stopped);
 		vhost_serial_ctrl_flush_pending(vs);
 		vhost_serial_release_ports(vs);
 		vhost_dev_cleanup(&vs->dev);
 		kvfree(vs->ports);
 		kvfree(vs->vq_ptrs);
 		kvfree(vs->vqs);
+	} else {
+		vhost_serial_zc_orphan(vs);
 	}
+	vhost_serial_zc_hub_put(vs->zc_hub);
 	kvfree(vs);
 	return 0;
 }

@@ -81,7 +81,7 @@ struct vhost_serial_port_config {
  * @id: port number
  * @in_fd: descriptor the module reads host-to-guest data from, or -1
  * @out_fd: descriptor the module writes guest output to, or -1
- * @flags: must be zero
+ * @flags: VHOST_SERIAL_BACKEND_F_* (zero: copy both ways)
  *
  * A socket serves both directions when given as both @in_fd and @out_fd; a
  * pipe pair is given as its two ends; a tty, FIFO or regular file works too.
@@ -90,11 +90,69 @@ struct vhost_serial_port_config {
  * A regular file given as @in_fd is read from its current position; as
  * @out_fd it is written at its current position.
  *
+ * A pipe whose last reader goes away between the module's check and its
+ * write raises SIGPIPE in the device's worker, which on kernels where the
+ * worker is a thread of the owner is delivered to the owner's process: an
+ * owner that gives pipes as @out_fd should ignore SIGPIPE, as most daemons
+ * do.  (Sockets are written with MSG_NOSIGNAL, and zero-copy pipes are
+ * checked under the pipe's lock: neither raises it.)
+ *
  * Attaching means "host connected": the guest is sent PORT_OPEN 1.  Both fds
  * -1 detaches: "host disconnected", PORT_OPEN 0.  The module holds its own
  * references; the caller may close its descriptors afterwards.  Data is never
  * lost across detach and re-attach: guest output stays in the ring, and a
  * partly written buffer resumes where it stopped.
+ *
+ * With VHOST_SERIAL_BACKEND_F_ZEROCOPY in @flags, @out_fd must be a pipe
+ * (or FIFO) and guest output goes into it by reference, not by copy: the
+ * pages of each guest buffer are pinned and become pipe buffers, so that
+ * whoever reads the pipe, or splices it to a file or to /dev/null, reads
+ * guest memory directly.  The guest gets a buffer back only when every
+ * pipe buffer pointing into it has been released (read, spliced on or
+ * discarded).  Splicing such a pipe into a socket is not supported: the
+ * socket keeps its own references to the pages after the pipe released
+ * them, so the guest could reuse the buffer while the socket still sends
+ * it; read the pipe, or splice it to a file, another pipe or /dev/null.
+ * tee(2) is allowed; stealing the pages (SPLICE_F_MOVE) is not.  At most
+ * 4096 pages per device are pinned at a time, however the pages travel on
+ * from our pipe; past that, and for console ports and guest buffers of
+ * more than 256 pages, output is copied into the pipe as usual.  Buffers
+ * the host releases while the device is stopped are returned to the guest
+ * when it runs again, unless its rings were set up anew in between (then
+ * they belong to a ring that is gone).  Pages in a pipe stay valid after
+ * the device is closed or guest memory unmapped.  Host-to-guest data needs
+ * no flag: a pipe as @in_fd, filled by splice from a file or socket, is
+ * copied once, into the guest's buffer.
+ *
+ * A pipe whose last reader goes away between the module's check and its
+ * write raises SIGPIPE in the device's worker, which on kernels where the
+ * worker is a thread of the owner is delivered to the owner's process: an
+ * owner that gives pipes as @out_fd should ignore SIGPIPE, as most daemons
+ * do.  (Sockets are written with MSG_NOSIGNAL, and zero-copy pipes are
+ * checked under the pipe's lock: neither raises it.)
+ *
+ * Attaching means "host connected": the guest is sent PORT_OPEN 1.  Both fds
+ * -1 detaches: "host disconnected", PORT_OPEN 0.  The module holds its own
+ * references; the caller may close its descriptors afterwards.  Data is never
+ * lost across detach and re-attach: guest output stays in the ring, and a
+ * partly written buffer resumes where it stopped.
+ *
+ * With VHOST_SERIAL_BACKEND_F_ZEROCOPY in @flags, @out_fd must be a pipe
+ * (or FIFO) and guest output goes into it by reference, not by copy: the
+ * pages of each guest buffer are pinned and become pipe buffers, so that
+ * whoever reads the pipe, or splices it to a file, a socket or /dev/null,
+ * reads guest memory directly.  The guest gets a buffer back only when
+ * every pipe buffer pointing into it has been released (read, spliced on
+ * or discarded); until then the guest cannot reuse it, so a reader that
+ * stops reading holds at most the pipe's capacity plus one guest buffer of
+ * guest memory pinned.  tee(2) of such a pipe is allowed; moving the pages
+ * out of the pipe (SPLICE_F_MOVE stealing) is not.  Console ports, and
+ * guest buffers of more than 256 pages, are copied into the pipe as
+ * usual.  Buffers still in a pipe when the device is stopped
+ * (VHOST_SERIAL_SET_RUNNING 0, reset or close) are not returned to the
+ * guest afterwards: drain the pipe before stopping a device that is to
+ * run on.  Host-to-guest data needs no flag: a pipe as @in_fd, filled by
+ * splice from a file or socket, is copied once, into the guest's buffer.
  *
  * When a backend hangs up (EOF on @in_fd, EPIPE, POLLHUP or POLLERR) the module
  * first delivers what could still be read, then marks the host disconnected,
@@ -107,6 +165,10 @@ struct vhost_serial_backend {
 	__s32 out_fd;
 	__u32 flags;
 };
+
+/* struct vhost_serial_backend.flags */
+#define VHOST_SERIAL_BACKEND_F_ZEROCOPY	(1U << 0)	/* out_fd: pipe, by reference */
+#define VHOST_SERIAL_BACKEND_F_ALL	VHOST_SERIAL_BACKEND_F_ZEROCOPY
 
 #define VHOST_SERIAL_SET_BACKEND _IOW(VHOST_VIRTIO, 0xC3, struct vhost_serial_backend)
 
@@ -131,6 +193,7 @@ struct vhost_serial_port_event {
 #define VHOST_SERIAL_STATE_GUEST_OPEN	(1U << 4)	/* guest has the port open */
 #define VHOST_SERIAL_STATE_HOST_OPEN	(1U << 5)	/* backend attached, not hung up */
 #define VHOST_SERIAL_STATE_HUP		(1U << 6)	/* backend hung up */
+#define VHOST_SERIAL_STATE_ZEROCOPY	(1U << 7)	/* output by reference */
 
 /**
  * struct vhost_serial_port_state - a port's state and counters

@@ -255,36 +255,6 @@ check_driver() {
 	esac
 }
 
-is_builtin() {
-	grep -q "/$1\.ko\$" "$kdir/modules/modules.builtin" 2>/dev/null
-}
-
-# Adds module file $1 (named $2) to the load list after the modules it
-# depends on; copies it into the initramfs.
-add_module_file() {
-	local file=$1 name=$2 dep depfile
-
-	case " ${modules[*]} " in
-	*" $name "*) return 0 ;;
-	esac
-	for dep in $(modinfo -F depends "$file" | tr ',' ' '); do
-		is_builtin "$dep" && continue
-		depfile=$(kernel_module_file "$dep") ||
-			die "module $dep (needed by $name) not found in $kdir/modules"
-		add_module_file "$depfile" "$dep"
-	done
-	copy_kernel_module "$file" "$root/lib/modules/$name.ko"
-	modules+=("$name")
-}
-
-add_kernel_module() {
-	local name=$1 file
-
-	is_builtin "$name" && return 0
-	file=$(kernel_module_file "$name") || die "module $name not found in $kdir/modules"
-	add_module_file "$file" "$name"
-}
-
 # The /init of the VM; its settings come from /etc/guest.conf and the group
 # from vserial.group= on the kernel command line.
 write_init() {
@@ -401,7 +371,7 @@ EOT
 }
 
 build_initramfs() {
-	local name guest_opts=""
+	local name g guest_opts=""
 
 	root=$tmpdir/root
 	modules=()
@@ -421,6 +391,12 @@ build_initramfs() {
 		fi
 		add_module_file "$driver" $DRIVER_NAME
 	fi
+	# Modules the groups want beyond the driver (vsock for the benchmark).
+	for g in "${groups[@]}"; do
+		for name in $("$binary" --group-info "$g" | sed -n 's/^modules=//p'); do
+			add_kernel_module "$name"
+		done
+	done
 	cp "$binary" "$root/tests/vserial_guest"
 
 	[ -z "$bulk_mib" ] || guest_opts="--bulk-mib $bulk_mib"

@@ -3,7 +3,9 @@
 #
 # Helpers shared by the VM runners (vmtest.sh, guest_vmtest.sh,
 # e2e_vmtest.sh); sourced, not run.  They read $kdir, the directory of the
-# cached kernel (scripts/setup.sh).
+# cached kernel (scripts/setup.sh); the module list helpers add to the
+# array $modules and copy into the initramfs tree $root, and call the
+# runner's die on a missing module.
 
 # The file of a module of the cached kernel, compressed or not.
 kernel_module_file() {
@@ -29,4 +31,34 @@ copy_kernel_module() {
 	*.gz) gzip -dc "$file" >"$dest" ;;
 	*) cp "$file" "$dest" ;;
 	esac
+}
+
+is_builtin() {
+	grep -q "/$1\.ko\$" "$kdir/modules/modules.builtin" 2>/dev/null
+}
+
+# Adds module file $1 (named $2) to the load list after the modules it
+# depends on; copies it into the initramfs.
+add_module_file() {
+	local file=$1 name=$2 dep depfile
+
+	case " ${modules[*]} " in
+	*" $name "*) return 0 ;;
+	esac
+	for dep in $(modinfo -F depends "$file" | tr ',' ' '); do
+		is_builtin "$dep" && continue
+		depfile=$(kernel_module_file "$dep") ||
+			die "module $dep (needed by $name) not found in $kdir/modules"
+		add_module_file "$depfile" "$dep"
+	done
+	copy_kernel_module "$file" "$root/lib/modules/$name.ko"
+	modules+=("$name")
+}
+
+add_kernel_module() {
+	local name=$1 file
+
+	is_builtin "$name" && return 0
+	file=$(kernel_module_file "$name") || die "module $name not found in $kdir/modules"
+	add_module_file "$file" "$name"
 }

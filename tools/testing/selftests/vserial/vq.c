@@ -230,8 +230,14 @@ int vs_del_port(struct vs_dev *d, uint32_t id)
 
 int vs_set_backend(struct vs_dev *d, uint32_t id, int in_fd, int out_fd)
 {
+	return vs_set_backend_flags(d, id, in_fd, out_fd, 0);
+}
+
+int vs_set_backend_flags(struct vs_dev *d, uint32_t id, int in_fd,
+			 int out_fd, uint32_t flags)
+{
 	struct vhost_serial_backend b = {
-		.id = id, .in_fd = in_fd, .out_fd = out_fd,
+		.id = id, .in_fd = in_fd, .out_fd = out_fd, .flags = flags,
 	};
 
 	return vs_ioctl(d, VHOST_SERIAL_SET_BACKEND, &b);
@@ -626,6 +632,7 @@ int vs_flow_init_sized(struct vs_flow *f, struct vs_dev *d, unsigned int port,
 	f->port = port;
 	f->g2h = g2h;
 	f->host_fd = host_fd;
+	f->sink_fd = -1;
 	f->total = total;
 	f->seed = seed;
 	f->buf_size = buf_size;
@@ -727,8 +734,13 @@ static int vs_step_g2h(struct vs_flow *f, bool *progress)
 		vs_vq_kick(vq);
 
 	while (vs_host_may_move(f) && f->received < f->total) {
-		n = read(f->host_fd, f->host_buf,
-			 vs_host_budget(f, f->host_size));
+		if (f->sink_fd >= 0)
+			n = splice(f->host_fd, NULL, f->sink_fd, NULL,
+				   vs_host_budget(f, f->host_size),
+				   SPLICE_F_NONBLOCK);
+		else
+			n = read(f->host_fd, f->host_buf,
+				 vs_host_budget(f, f->host_size));
 		if (n < 0 && errno == EAGAIN)
 			break;
 		if (n < 0)

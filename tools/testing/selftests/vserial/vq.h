@@ -95,6 +95,8 @@ int vs_start(struct vs_dev *d);
 int vs_add_port(struct vs_dev *d, uint32_t id, const char *name, bool console);
 int vs_del_port(struct vs_dev *d, uint32_t id);
 int vs_set_backend(struct vs_dev *d, uint32_t id, int in_fd, int out_fd);
+int vs_set_backend_flags(struct vs_dev *d, uint32_t id, int in_fd,
+			 int out_fd, uint32_t flags);
 int vs_set_event(struct vs_dev *d, uint32_t id, int fd);
 int vs_port_state(struct vs_dev *d, uint32_t id,
 		  struct vhost_serial_port_state *st);
@@ -144,6 +146,8 @@ struct vs_flow {
 	uint64_t host_stop_at;
 	/* Throughput runs: no pattern and no SHA-1, only byte counts. */
 	bool raw;
+	/* g2h, raw: splice what the host gets into this fd (-1: read it). */
+	int sink_fd;
 	/* state */
 	uint64_t sent;		/* producer side */
 	uint64_t received;	/* consumer side */

@@ -19,6 +19,9 @@
  *                                   rings set up, started, backends attached
  *   mem_busy_1port_KiB              the same with every buffer in flight and
  *                                   the backend full
+ *   <path>_g2h_<sink>_MBps          guest output into a pipe, by reference
+ *                                   (path zerocopy) or copied (path copy),
+ *                                   spliced on to /dev/null or to a file
  *
  * Environment: VSERIAL_BENCH_QUICK=1 moves little data once per figure
  * (the smoke run of make check); VSERIAL_BENCH_RUNS=N sets the repeats
@@ -459,6 +462,88 @@ static void figure_memory(void)
 	report("mem_busy_1port_KiB", "KiB", v, n);
 }
 
+/*
+ * Guest output through a pipe backend, copied or by reference, that the
+ * host splices on to @sink: MB/s, or a negative errno.
+ */
+static double zc_run(bool zerocopy, int sink)
+{
+	uint64_t total = quick ? 16 * MIB : 512 * MIB;
+	struct vs_flow f;
+	struct vs_ctrl m;
+	struct vs_dev d;
+	int p[2] = { -1, -1 }, ret;
+	double t0, dt = 0;
+
+	ret = bench_device(&d, 1);
+	if (ret)
+		goto out;
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC)) {
+		ret = -errno;
+		goto out;
+	}
+	fcntl(p[0], F_SETPIPE_SZ, 1 << 20);
+	ret = vs_set_backend_flags(&d, 0, -1, p[1],
+				   zerocopy ? VHOST_SERIAL_BACKEND_F_ZEROCOPY : 0);
+	if (!ret)
+		ret = vs_ctrl_expect(&d, 0, VIRTIO_CONSOLE_PORT_OPEN, &m);
+	if (!ret)
+		ret = vs_guest_open(&d, 0, true);
+	if (!ret)
+		ret = vs_flow_init_sized(&f, &d, 0, true, p[0], total, 1,
+					 64 * 1024, 64);
+	if (ret)
+		goto out;
+	f.raw = true;
+	f.sink_fd = sink;
+	t0 = now();
+	ret = vs_pump(&f, 1, BENCH_TIMEOUT_MS);
+	dt = now() - t0;
+	vs_flow_free(&f);
+out:
+	if (ret)
+		printf("# %s run failed: %s\n", zerocopy ? "zero-copy" : "copy",
+		       strerror(-ret));
+	vs_close(&d);
+	if (p[0] >= 0)
+		close(p[0]);
+	if (p[1] >= 0)
+		close(p[1]);
+	return ret ? ret : total / dt / 1e6;
+}
+
+static void figure_zerocopy(void)
+{
+	static const char *const path_name[] = { "copy", "zerocopy" };
+	static const char *const sink_name[] = { "null", "file" };
+	double v[MAX_RUNS], r;
+	unsigned int path, k, i, n;
+	char name[64];
+	int sink;
+
+	for (path = 0; path < 2; path++)
+		for (k = 0; k < 2; k++) {
+			for (i = n = 0; i < runs; i++) {
+				sink = k ? open("/tmp/vserial-bench.sink",
+						O_WRONLY | O_CREAT | O_TRUNC |
+						O_CLOEXEC, 0600) :
+					   open("/dev/null", O_WRONLY | O_CLOEXEC);
+				if (sink < 0) {
+					printf("# sink: %s\n", strerror(errno));
+					continue;
+				}
+				r = zc_run(path, sink);
+				close(sink);
+				unlink("/tmp/vserial-bench.sink");
+				if (r > 0)
+					v[n++] = r;
+			}
+			snprintf(name, sizeof(name), "%s_g2h_%s_MBps",
+				 path_name[path], sink_name[k]);
+			report(name, "MB/s", v, n);
+		}
+}
+
 int main(void)
 {
 	struct rlimit rl = { 65536, 65536 };
@@ -483,5 +568,6 @@ int main(void)
 	figure_module();
 	figure_scale();
 	figure_memory();
+	figure_zerocopy();
 	return 0;
 }

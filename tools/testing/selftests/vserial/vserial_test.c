@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <linux/vhost.h>
+#include <linux/vhost_serial.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_console.h>
 
@@ -1021,6 +1022,267 @@ TEST_F_TIMEOUT(vserial, ports_on_their_own_worker, 120)
 		EXPECT_TRUE(vs_flow_match(&f[i]));
 	host_end_close(&h[0]);
 	host_end_close(&h[1]);
+}
+
+/* ---- zero-copy output ------------------------------------------------------ */
+
+#define ZC_BUF		(64 * 1024)
+/* A wait for something that must not happen: its absence is the result. */
+#define ZC_QUIET_MS	300
+
+/* Port 0 of a new device, its output going into pipe p[] by reference. */
+static int zc_port(struct vs_dev *d, struct vs_port_info *info, int p[2])
+{
+	int ret;
+
+	ret = vs_bring_up(d, 1, 1, info);
+	if (ret)
+		return ret;
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC))
+		return -errno;
+	/* Room for a few guest buffers of pages. */
+	fcntl(p[0], F_SETPIPE_SZ, 1 << 20);
+	ret = vs_set_backend_flags(d, 0, -1, p[1],
+				   VHOST_SERIAL_BACKEND_F_ZEROCOPY);
+	if (!ret)
+		ret = expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, 0, true);
+	return ret;
+}
+
+/* One guest buffer of pattern bytes on port 0's transmit queue. */
+static char *zc_queue(struct vs_dev *d, size_t len, uint32_t seed)
+{
+	struct vs_vq *vq = &d->vqs[vs_tx_vq(0)];
+	uint64_t st = seed;
+	struct iovec iov;
+	char *buf;
+
+	buf = vs_alloc(d, len, 4096);
+	if (!buf)
+		return NULL;
+	vs_pattern(&st, buf, len);
+	iov.iov_base = buf;
+	iov.iov_len = len;
+	if (vs_vq_add(vq, &iov, 1, NULL, 0, buf) < 0)
+		return NULL;
+	vs_vq_kick(vq);
+	return buf;
+}
+
+/* Reads exactly len bytes of the pipe, waiting for them. */
+static int zc_read(int fd, char *out, size_t len)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < len) {
+		n = read(fd, out + done, len - done);
+		if (n < 0 && errno == EAGAIN) {
+			if (vs_wait_fd(fd, POLLIN, VS_TIMEOUT_MS))
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (n <= 0)
+			return n ? -errno : -EPIPE;
+		done += n;
+	}
+	return 0;
+}
+
+TEST_F(vserial, zerocopy_output_is_exact)
+{
+	struct vhost_serial_port_state st;
+	struct vs_flow f;
+	int p[2] = { -1, -1 };
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, true, p[0], 16 << 20, 11));
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_ZEROCOPY);
+	EXPECT_EQ(f.total, st.tx_bytes);
+	vs_flow_free(&f);
+	close(p[0]);
+	close(p[1]);
+}
+
+TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
+{
+	struct vs_vq *vq;
+	char *buf, *got;
+	int p[2] = { -1, -1 };
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	buf = zc_queue(&self->d, ZC_BUF, 21);
+	ASSERT_NE(NULL, buf);
+	got = malloc(ZC_BUF);
+	ASSERT_NE(NULL, got);
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+
+	/* In the pipe, unread: the guest must not have its buffer back. */
+	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS));
+	EXPECT_EQ(NULL, vs_vq_get(vq, NULL));
+	/* Half read: the other half still points into guest memory. */
+	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF / 2));
+	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS));
+	EXPECT_EQ(NULL, vs_vq_get(vq, NULL));
+	ASSERT_EQ(0, zc_read(p[0], got + ZC_BUF / 2, ZC_BUF / 2));
+	EXPECT_EQ(0, memcmp(buf, got, ZC_BUF));
+	/* All released: now it comes back. */
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	free(got);
+	close(p[0]);
+	close(p[1]);
+}
+
+TEST_F(vserial, zerocopy_splice_to_dev_null_completes_every_buffer)
+{
+	const unsigned int nbufs = 16;
+	unsigned int returned = 0, i;
+	size_t spliced = 0;
+	struct vs_vq *vq;
+	int p[2] = { -1, -1 }, null;
+	ssize_t n;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	ASSERT_LE(0, null);
+	for (i = 0; i < nbufs; i++)
+		ASSERT_NE(NULL, zc_queue(&self->d, ZC_BUF, i));
+	while (spliced < nbufs * ZC_BUF) {
+		n = splice(p[0], NULL, null, NULL, nbufs * ZC_BUF - spliced,
+			   SPLICE_F_NONBLOCK);
+		if (n < 0 && errno == EAGAIN) {
+			ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+			continue;
+		}
+		ASSERT_LT(0, n) TH_LOG("splice: %s", strerror(errno));
+		spliced += n;
+	}
+	while (returned < nbufs) {
+		while (vs_vq_get(vq, NULL))
+			returned++;
+		if (returned < nbufs)
+			ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	}
+	EXPECT_EQ(nbufs, returned);
+	close(null);
+	close(p[0]);
+	close(p[1]);
+}
+
+TEST_F(vserial, zerocopy_pages_outlive_the_device_and_its_memory)
+{
+	char *buf, *copy, *got;
+	int p[2] = { -1, -1 };
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	buf = zc_queue(&self->d, ZC_BUF, 31);
+	ASSERT_NE(NULL, buf);
+	copy = malloc(ZC_BUF);
+	got = malloc(ZC_BUF);
+	ASSERT_NE(NULL, copy);
+	ASSERT_NE(NULL, got);
+	memcpy(copy, buf, ZC_BUF);
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+	/* Device closed, guest memory unmapped; the pipe still has it all. */
+	vs_close(&self->d);
+	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
+	EXPECT_EQ(0, memcmp(copy, got, ZC_BUF));
+	free(copy);
+	free(got);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* Pages pinned and unpinned so far, from /proc/vmstat; false if unknown. */
+static bool pin_counts(long *acquired, long *released)
+{
+	char name[64];
+	long v;
+	FILE *f;
+
+	*acquired = *released = -1;
+	/* Fold the per-CPU deltas in first: the counters lag by up to 125. */
+	f = fopen("/proc/sys/vm/stat_refresh", "we");
+	if (f) {
+		fputs("1", f);
+		fclose(f);
+	}
+	f = fopen("/proc/vmstat", "re");
+	if (!f)
+		return false;
+	while (fscanf(f, "%63s %ld", name, &v) == 2) {
+		if (!strcmp(name, "nr_foll_pin_acquired"))
+			*acquired = v;
+		else if (!strcmp(name, "nr_foll_pin_released"))
+			*released = v;
+	}
+	fclose(f);
+	return *acquired >= 0 && *released >= 0;
+}
+
+TEST_F(vserial, zerocopy_leaves_no_page_pinned)
+{
+	long acq0, rel0, acq1, rel1, acq2, rel2;
+	struct vs_flow f;
+	int p[2] = { -1, -1 };
+	char *got;
+
+	REQUIRE_DEVICE();
+	if (!pin_counts(&acq0, &rel0))
+		SKIP(return, "no nr_foll_pin_* counters in /proc/vmstat");
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, true, p[0], 4 << 20, 41));
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	vs_flow_free(&f);
+	/* Some pages in the pipe when the device goes, then read. */
+	ASSERT_NE(NULL, zc_queue(&self->d, ZC_BUF, 42));
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+	ASSERT_TRUE(pin_counts(&acq1, &rel1));
+	EXPECT_LT(acq0 - rel0, acq1 - rel1);
+	vs_close(&self->d);
+	got = malloc(ZC_BUF);
+	ASSERT_NE(NULL, got);
+	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF / 2));
+	/* The rest goes with the pipe. */
+	close(p[0]);
+	close(p[1]);
+	free(got);
+	ASSERT_TRUE(pin_counts(&acq2, &rel2));
+	EXPECT_EQ(acq0 - rel0, acq2 - rel2)
+		TH_LOG("pins: before %ld/%ld, busy %ld/%ld, after %ld/%ld",
+		       acq0, rel0, acq1, rel1, acq2, rel2);
+}
+
+TEST_F(vserial, zerocopy_wants_a_pipe_and_known_flags)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	int p[2];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 1, 1, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	EXPECT_EQ(-EINVAL, vs_set_backend_flags(&self->d, 0, h.in_fd, h.out_fd,
+						VHOST_SERIAL_BACKEND_F_ZEROCOPY));
+	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
+	EXPECT_EQ(-EINVAL, vs_set_backend_flags(&self->d, 0, -1, p[1],
+						1U << 31));
+	EXPECT_EQ(-EINVAL, vs_set_backend_flags(&self->d, 0, -1, -1,
+						VHOST_SERIAL_BACKEND_F_ZEROCOPY));
+	close(p[0]);
+	close(p[1]);
+	host_end_close(&h);
 }
 
 /* ---- malformed input from the guest ---------------------------------------- */
