@@ -180,7 +180,7 @@ plot() {
 	awk '$1 == "BENCH" && $4 == "MB/s" { print $2, $3, $6, $8 }' "$RESULT" >"$data"
 	if [ -s "$data" ]; then
 		gnuplot <<EOT || say "gnuplot failed: no plot"
-set terminal pngcairo size 1400,800
+set terminal pngcairo size 1400,800 noenhanced
 set output "$png"
 set title "vhost-serial throughput (median, min-max), $(date -u +%F) $([ "$QUICK" = 1 ] && echo QUICK)"
 set style fill solid 0.6

@@ -18,7 +18,9 @@
 #   - end to end (unless E2E=0): QEMU with qemu-patches/ (scripts/qemu.sh,
 #     cached), then host VMs (L1, e2e_vmtest.sh) of each series with the
 #     module, in which the guest tests run unchanged in L2 guests whose
-#     devices are vhost=on (e2e_guest_suite.sh); logs build/logs/e2e-<s>.log.
+#     devices are vhost=on (e2e_guest_suite.sh); logs build/logs/e2e-<s>.log;
+#   - the benchmark's smoke run (unless BENCH=0): make bench QUICK=1, which
+#     passes when every figure was produced (their values are not judged).
 #
 # With --guest-only DRIVER (make check-guest GUEST_DRIVER=intree|project),
 # only the guest-side tests run, for each kernel, against the in-tree
@@ -45,6 +47,7 @@
 #   E2E_OLD_HOST_GROUPS  guest groups run nested with a 6.1 host (smp1)
 #   E2E_BULK_MIB       MiB of each bulk transfer in L2 (default 8)
 #   E2E_L2_TIMEOUT     timeout of each L2 guest in seconds (default 1500)
+#   BENCH              0 skips the benchmark's smoke run
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -539,6 +542,23 @@ test_e2e() {
 	report_kernel e2e "$(elapsed_since "$start")"
 }
 
+# make bench QUICK=1: one short run of every figure, so that none rots.
+test_bench_smoke() {
+	local start log=$LOGDIR/bench-smoke.log
+
+	start=$(date +%s)
+	reset_kernel_counts
+	echo "=== bench (QUICK=1: every figure produced; values not judged)"
+	if QUICK=1 "$TOP/scripts/bench.sh" >"$log" 2>&1; then
+		pass
+	else
+		fail "bench: smoke" "$(grep -c 'was not produced' "$log" || true) figure(s) missing, see $log"
+		grep 'was not produced' "$log" | sed 's/^/  /' || true
+	fi
+	grep -E '^BENCH ratio_' "$log" | sed 's/^/  /' || true
+	report_kernel bench "$(elapsed_since "$start")"
+}
+
 # --guest-only: the guest-side tests of kernel $1 alone.
 test_kernel_guest() {
 	local series=$1 start driver=intree
@@ -586,6 +606,7 @@ main() {
 	if [ -z "$guest_only" ]; then
 		test_checkpatch
 		[ "${E2E:-1}" = 0 ] || test_e2e "$kernels"
+		[ "${BENCH:-1}" = 0 ] || test_bench_smoke
 	fi
 
 	echo "=== total ($(elapsed_since "$start")s)"

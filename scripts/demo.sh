@@ -87,7 +87,9 @@ while [ -z "$(port_dev org.example.demo.out)" ] && [ $i -lt 600 ]; do
 done
 in=$(port_dev org.example.demo.in)
 out=$(port_dev org.example.demo.out)
-echo "guest: Linux $(uname -r), driver $(cat /sys/module/virtio_console/srcversion 2>/dev/null || echo ?), ports: $in $out"
+drv=built-in
+[ -f /sys/module/virtio_console/initstate ] && drv="virtio_console.ko (the project's)"
+echo "guest: Linux $(uname -r), driver $drv, ports: $in $out"
 echo "guest: hello from the guest console" >/dev/hvc0
 
 t0=$(now)
