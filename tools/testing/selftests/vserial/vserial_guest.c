@@ -3252,6 +3252,39 @@ TEST_F(console, additional_console_moves_data_both_ways)
 	console_round_trip(_metadata, self, "c1");
 }
 
+/*
+ * Everything at once: both consoles answer while four ports of the first
+ * device and a port of the second move sha1-checked streams both ways.
+ */
+TEST_F_TIMEOUT(console, consoles_ports_and_devices_move_data_at_once, 300)
+{
+	static const char *const ids[] = { "p2", "p3", "p4", "p5", "q1" };
+	struct duplex x[ARRAY_SIZE(ids)];
+	int fds[ARRAY_SIZE(ids)];
+	unsigned int i, round;
+
+	for (i = 0; i < ARRAY_SIZE(ids); i++)
+		if (!topo_find(cur_group, ids[i], NULL))
+			SKIP(return, "group %s has no port %s", cur_group->name, ids[i]);
+	MAP_CONSOLES(self->ids, self->n, self->hvc);
+	for (i = 0; i < ARRAY_SIZE(ids); i++) {
+		fds[i] = open_port(ids[i], O_RDWR);
+		ASSERT_LE(0, fds[i]) TH_LOG("%s", ids[i]);
+		ASSERT_EQ(0, connect_host(ids[i], fds[i])) TH_LOG("host: %s", host_said);
+	}
+	for (i = 0; i < ARRAY_SIZE(ids); i++)
+		ASSERT_EQ(0, duplex_start(&x[i], ids[i], fds[i], bulk_bytes / 4,
+					  2000 + 10 * i));
+	for (round = 0; round < 3; round++) {
+		console_round_trip(_metadata, self, "c0");
+		console_round_trip(_metadata, self, "c1");
+	}
+	for (i = 0; i < ARRAY_SIZE(ids); i++)
+		DUPLEX_CHECK(&x[i], 240000);
+	for (i = 0; i < ARRAY_SIZE(ids); i++)
+		close(fds[i]);
+}
+
 TEST_F(console, console_vport_node_refuses_open_enxio)
 {
 	EXPECT_EQ(-ENXIO, open_port("c0", O_RDWR));
