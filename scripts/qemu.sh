@@ -8,6 +8,7 @@
 #   scripts/qemu.sh check     QEMU's virtio-serial qtests (make qemu-check)
 #   scripts/qemu.sh path      print the cached qemu-system-x86_64, building
 #                             it first if needed
+#   scripts/qemu.sh header    refresh the series' copy of the uapi header
 #
 # The source is Debian's QEMU 10.0.x from bookworm-backports: a deb-src entry
 # is added when missing, the upstream tarball is fetched from the URI that
@@ -262,7 +263,40 @@ check_uapi() {
 	[ -f "$ours" ] && [ -f "$copy" ] || return 0
 	sed 's/_UAPI_LINUX_VHOST_SERIAL_H/_LINUX_VHOST_SERIAL_H/' "$ours" |
 		cmp -s - "$copy" ||
-		log "warning: qemu-patches/ has an older include/uapi/linux/vhost_serial.h; update its linux-headers patch"
+		log "warning: qemu-patches/ has an older include/uapi/linux/vhost_serial.h; run scripts/qemu.sh header"
+}
+
+# Rewrites the series' linux-headers patch from include/uapi: the commit
+# message and the first lines stay, the diff is made anew.
+update_header_patch() {
+	local ours=$TOP/include/uapi/linux/vhost_serial.h
+	local patch tmp n blob
+
+	patch=$(echo "$PATCH_DIR"/*-linux-headers-add-vhost_serial.h.patch)
+	[ -f "$patch" ] || die "no linux-headers patch in $PATCH_DIR"
+	tmp=$(mktemp -d)
+	sed 's/_UAPI_LINUX_VHOST_SERIAL_H/_LINUX_VHOST_SERIAL_H/' "$ours" >"$tmp/h"
+	n=$(wc -l <"$tmp/h")
+	blob=$(git hash-object "$tmp/h" | cut -c1-8)
+	{
+		sed '/^---$/q' "$patch"
+		printf ' linux-headers/linux/vhost_serial.h | %d %s\n' "$n" \
+			'+++++++++++++++++++++++++++++'
+		printf ' 1 file changed, %d insertions(+)\n' "$n"
+		echo ' create mode 100644 linux-headers/linux/vhost_serial.h'
+		echo
+		echo 'diff --git a/linux-headers/linux/vhost_serial.h b/linux-headers/linux/vhost_serial.h'
+		echo 'new file mode 100644'
+		echo "index 00000000..$blob"
+		echo '--- /dev/null'
+		echo '+++ b/linux-headers/linux/vhost_serial.h'
+		echo "@@ -0,0 +1,$n @@"
+		sed 's/^/+/' "$tmp/h"
+		printf -- '-- \n2.39.5\n\n'
+	} >"$tmp/p"
+	mv "$tmp/p" "$patch"
+	rm -rf "$tmp"
+	echo "qemu: $patch now carries include/uapi/linux/vhost_serial.h"
 }
 
 # Sets DIR to the cache entry for this source and series, building it if
@@ -355,8 +389,11 @@ main() {
 		ensure_qemu
 		run_checks
 		;;
+	header)
+		update_header_patch
+		;;
 	*)
-		die "usage: $0 [build|path|check]"
+		die "usage: $0 [build|path|check|header]"
 		;;
 	esac
 }

@@ -1845,8 +1845,14 @@ out_unlock:
 	return ret;
 }
 
+/*
+ * @mode is FMODE_READ or FMODE_WRITE.  A file that cannot be read or
+ * written (a vhost device's own file, say) is refused: besides being of no
+ * use, holding it could keep it alive forever.
+ */
 static struct file *vhost_serial_get_file(int fd, fmode_t mode)
 {
+	fmode_t can = mode == FMODE_READ ? FMODE_CAN_READ : FMODE_CAN_WRITE;
 	struct file *file;
 
 	if (fd == -1)
@@ -1854,7 +1860,8 @@ static struct file *vhost_serial_get_file(int fd, fmode_t mode)
 	file = fget(fd);
 	if (!file)
 		return ERR_PTR(-EBADF);
-	if (!(file->f_mode & mode) || !vhost_serial_file_ok(file)) {
+	if ((file->f_mode & (mode | can)) != (mode | can) ||
+	    !vhost_serial_file_ok(file)) {
 		fput(file);
 		return ERR_PTR(-EINVAL);
 	}
@@ -2160,18 +2167,91 @@ out_unlock:
  * A ring set up anew (vhost allows it only while the device is stopped)
  * is not the ring that chains still in pipes came from.
  */
-static void vhost_serial_zc_ring_changed(struct vhost_serial *vs,
-					 unsigned int ioctl)
+static void vhost_serial_zc_new_ring(struct vhost_serial *vs)
 {
 	struct vhost_serial_zc_hub *hub = vs->zc_hub;
 	unsigned long flags;
 
-	if (ioctl != VHOST_SET_VRING_NUM && ioctl != VHOST_SET_VRING_ADDR &&
-	    ioctl != VHOST_SET_VRING_BASE)
-		return;
 	spin_lock_irqsave(&hub->lock, flags);
 	WRITE_ONCE(hub->gen, hub->gen + 1);
 	spin_unlock_irqrestore(&hub->lock, flags);
+}
+
+static void vhost_serial_zc_ring_changed(struct vhost_serial *vs,
+					 unsigned int ioctl)
+{
+	if (ioctl == VHOST_SET_VRING_NUM || ioctl == VHOST_SET_VRING_ADDR ||
+	    ioctl == VHOST_SET_VRING_BASE)
+		vhost_serial_zc_new_ring(vs);
+}
+
+/*
+ * The guest behind the rings is gone.  Ports, their names and backends
+ * belong to the VMM and stay; what the guest had popped, opened or was
+ * about to be told goes, so that the next guest starts from DEVICE_READY.
+ * Called with the device stopped and flushed.
+ */
+static void vhost_serial_forget_guest(struct vhost_serial *vs)
+{
+	struct vhost_serial_port *port;
+	u32 i;
+
+	vhost_serial_zc_new_ring(vs);
+	vhost_serial_zc_drain(&vs->zc_done);
+	vhost_serial_zc_drain(&vs->zc_stopped);
+	for (i = 0; i < vs->nr_ports; i++) {
+		port = &vs->ports[i];
+		vhost_serial_lock_port_vqs(port);
+		port->tx_offset = 0;
+		if (port->zc_cur)
+			vhost_serial_zc_put(port->zc_cur);
+		port->zc_cur = NULL;
+		vhost_serial_unlock_port_vqs(port);
+	}
+	mutex_lock(&vs->port_lock);
+	if (vs->guest_ready)
+		vhost_serial_guest_restart(vs);
+	vs->guest_ready = false;
+	mutex_unlock(&vs->port_lock);
+	vhost_serial_ctrl_flush_pending(vs);
+}
+
+/* VHOST_RESET_OWNER: another process may take the device over. */
+static long vhost_serial_reset_owner(struct vhost_serial *vs)
+{
+	struct vhost_iotlb *umem;
+	long ret;
+
+	mutex_lock(&vs->dev.mutex);
+	ret = vhost_dev_check_owner(&vs->dev);
+	if (ret)
+		goto out_unlock;
+	umem = vhost_dev_reset_owner_prepare();
+	if (!umem) {
+		ret = -ENOMEM;
+		goto out_unlock;
+	}
+	vs->running = false;
+	vhost_serial_set_vq_backends(vs, false);
+	vhost_serial_stop_polls(vs);
+	vhost_dev_flush(&vs->dev);
+	/* Kick polls hold the old eventfds' wait queues: let go first. */
+	vhost_dev_stop(&vs->dev);
+	vhost_serial_forget_guest(vs);
+	vhost_dev_reset_owner(&vs->dev, umem);
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
+}
+
+static long vhost_serial_check_owner(struct vhost_serial *vs)
+{
+	long ret;
+
+	mutex_lock(&vs->dev.mutex);
+	ret = vhost_dev_check_owner(&vs->dev);
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
 }
 
 static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
@@ -2226,7 +2306,19 @@ static long vhost_serial_dev_ioctl(struct file *f, unsigned int ioctl,
 	if (!vhost_serial_ready(vs))
 		return -EBADFD;
 
+	/*
+	 * Whoever holds the file but did not set the owner (a child, a
+	 * process the fd was passed to) may not drive the device.
+	 */
+	if (ioctl != VHOST_SET_OWNER) {
+		ret = vhost_serial_check_owner(vs);
+		if (ret)
+			return ret;
+	}
+
 	switch (ioctl) {
+	case VHOST_RESET_OWNER:
+		return vhost_serial_reset_owner(vs);
 	case VHOST_SET_FEATURES:
 		if (copy_from_user(&features, argp, sizeof(features)))
 			return -EFAULT;

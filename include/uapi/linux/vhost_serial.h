@@ -21,6 +21,15 @@
  *   4. VHOST_SERIAL_SET_RUNNING 1
  * Any vhost ioctl issued before step 1 fails with EBADFD.
  *
+ * Ownership: apart from VHOST_GET_FEATURES, VHOST_SERIAL_SET_NUM_PORTS and
+ * VHOST_SET_OWNER, every ioctl fails with EPERM unless it comes from the
+ * owner's process (the one that issued VHOST_SET_OWNER): a child or a
+ * process the file was passed to cannot drive the device.  VHOST_RESET_OWNER
+ * stops the device, forgets the guest (its rings, memory table, what it had
+ * open and any message not yet sent to it) and releases the owner; ports,
+ * names, backends and event eventfds stay, and the next owner sets up rings
+ * and memory again and restarts the device.
+ *
  * The module speaks the whole control protocol with the guest (DEVICE_READY,
  * PORT_ADD, PORT_REMOVE, PORT_READY, CONSOLE_PORT, RESIZE, PORT_OPEN,
  * PORT_NAME); userspace only describes ports and attaches their backends.
@@ -62,7 +71,7 @@ struct vhost_serial_port_config {
 
 /*
  * VHOST_SERIAL_ADD_PORT: add a port.  Allowed at any time after
- * VHOST_SERIAL_SET_NUM_PORTS; a running guest that has sent DEVICE_READY is
+ * VHOST_SET_OWNER; a running guest that has sent DEVICE_READY is
  * sent PORT_ADD at once (hot-plug).  EEXIST if the port exists, EINVAL for a
  * bad id, flag or name.
  */

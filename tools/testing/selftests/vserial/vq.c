@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <linux/vhost.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_console.h>
@@ -115,15 +116,42 @@ static int vs_setup_vq(struct vs_dev *d, unsigned int index, unsigned int num)
 	return vs_ioctl(d, VHOST_SET_VRING_ERR, &file);
 }
 
-int vs_setup(struct vs_dev *d, uint64_t features, unsigned int ring_num)
+/* Drops the guest side (rings, memory, eventfds); the device file stays. */
+static void vs_drop_guest(struct vs_dev *d)
+{
+	unsigned int i;
+
+	for (i = 0; d->vqs && i < d->nvqs; i++) {
+		if (d->vqs[i].kick >= 0)
+			close(d->vqs[i].kick);
+		if (d->vqs[i].call >= 0)
+			close(d->vqs[i].call);
+		free(d->vqs[i].cookie);
+		free(d->vqs[i].chain_len);
+	}
+	free(d->vqs);
+	d->vqs = NULL;
+	if (d->err >= 0)
+		close(d->err);
+	d->err = -1;
+	if (d->mem)
+		munmap(d->mem, d->mem_size);
+	d->mem = NULL;
+	d->mem_used = 0;
+	d->ctrl_tx_buf = NULL;
+}
+
+/*
+ * Features, guest memory and rings, for a device this process owns; when
+ * called again, what an earlier call set up is dropped first.
+ */
+int vs_setup_guest(struct vs_dev *d, uint64_t features, unsigned int ring_num)
 {
 	struct vhost_memory *mem;
 	unsigned int i;
 	int ret;
 
-	ret = vs_ioctl(d, VHOST_SET_OWNER, NULL);
-	if (ret)
-		return ret;
+	vs_drop_guest(d);
 	d->features = features;
 	ret = vs_ioctl(d, VHOST_SET_FEATURES, &features);
 	if (ret)
@@ -164,6 +192,13 @@ int vs_setup(struct vs_dev *d, uint64_t features, unsigned int ring_num)
 	return 0;
 }
 
+int vs_setup(struct vs_dev *d, uint64_t features, unsigned int ring_num)
+{
+	int ret = vs_ioctl(d, VHOST_SET_OWNER, NULL);
+
+	return ret ? ret : vs_setup_guest(d, features, ring_num);
+}
+
 int vs_start(struct vs_dev *d)
 {
 	int run = 1;
@@ -188,28 +223,24 @@ int vs_create(struct vs_dev *d, unsigned int nr_ports, uint64_t features)
 
 void vs_close(struct vs_dev *d)
 {
-	unsigned int i;
-
 	if (d->fd >= 0)
 		close(d->fd);
 	d->fd = -1;
-	for (i = 0; d->vqs && i < d->nvqs; i++) {
-		if (d->vqs[i].kick >= 0)
-			close(d->vqs[i].kick);
-		if (d->vqs[i].call >= 0)
-			close(d->vqs[i].call);
-		free(d->vqs[i].cookie);
-		free(d->vqs[i].chain_len);
-	}
-	free(d->vqs);
-	d->vqs = NULL;
-	if (d->err >= 0)
-		close(d->err);
-	d->err = -1;
-	if (d->mem)
-		munmap(d->mem, d->mem_size);
-	d->mem = NULL;
-	d->ctrl_tx_buf = NULL;
+	vs_drop_guest(d);
+}
+
+/*
+ * After VHOST_RESET_OWNER: this process becomes the owner and brings a new
+ * guest (fresh memory and rings) to the same device.
+ */
+int vs_new_guest(struct vs_dev *d, uint64_t features)
+{
+	int ret;
+
+	ret = vs_setup(d, features, VS_RING_NUM);
+	if (!ret)
+		ret = vs_start(d);
+	return ret;
 }
 
 int vs_add_port(struct vs_dev *d, uint32_t id, const char *name, bool console)
@@ -920,8 +951,8 @@ bool vs_flow_match(struct vs_flow *f)
 int vs_kmsg_bad_lines(void)
 {
 	static const char *const bad[] = {
-		"Oops", "WARNING:", "BUG:", "KASAN", "general protection",
-		"Call Trace",
+		"Oops", "WARNING:", "BUG:", "KASAN", "UBSAN",
+		"general protection", "Call Trace", "unreferenced object",
 	};
 	char rec[2048];
 	int fd, count = 0;
@@ -947,4 +978,47 @@ int vs_kmsg_bad_lines(void)
 	}
 	close(fd);
 	return count;
+}
+
+/*
+ * "The device still works": a fresh socketpair as @port's backend, the port
+ * opened by the guest, @bytes each way checked with SHA-1, then detached.
+ */
+int vs_check_transfer(struct vs_dev *d, unsigned int port, uint64_t bytes)
+{
+	struct vhost_serial_port_state st;
+	struct vs_flow f[2] = { 0 };
+	bool host_open;
+	struct vs_ctrl m;
+	int sv[2], ret;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		       sv))
+		return -errno;
+	/* Replacing a backend tells the guest nothing new. */
+	ret = vs_port_state(d, port, &st);
+	host_open = !ret && (st.state & VHOST_SERIAL_STATE_HOST_OPEN);
+	if (!ret)
+		ret = vs_set_backend(d, port, sv[0], sv[0]);
+	while (!ret && !host_open) {
+		ret = vs_ctrl_recv(d, &m, VS_TIMEOUT_MS);
+		host_open = m.id == port && m.event == VIRTIO_CONSOLE_PORT_OPEN &&
+			    m.value == 1;
+	}
+	if (!ret)
+		ret = vs_guest_open(d, port, true);
+	if (!ret)
+		ret = vs_flow_init(&f[0], d, port, true, sv[1], bytes, 7);
+	if (!ret)
+		ret = vs_flow_init(&f[1], d, port, false, sv[1], bytes, 8);
+	if (!ret)
+		ret = vs_pump(f, 2, VS_TIMEOUT_MS);
+	if (!ret && (!vs_flow_match(&f[0]) || !vs_flow_match(&f[1])))
+		ret = -EILSEQ;
+	vs_flow_free(&f[0]);
+	vs_flow_free(&f[1]);
+	vs_set_backend(d, port, -1, -1);
+	close(sv[0]);
+	close(sv[1]);
+	return ret;
 }

@@ -88,8 +88,10 @@ static inline unsigned int vs_tx_vq(unsigned int port)
 /* Device set-up; each returns 0 or -errno. */
 int vs_open(struct vs_dev *d, unsigned int nr_ports);
 int vs_setup(struct vs_dev *d, uint64_t features, unsigned int ring_num);
+int vs_setup_guest(struct vs_dev *d, uint64_t features, unsigned int ring_num);
 int vs_create(struct vs_dev *d, unsigned int nr_ports, uint64_t features);
 void vs_close(struct vs_dev *d);
+int vs_new_guest(struct vs_dev *d, uint64_t features);
 int vs_ioctl(struct vs_dev *d, unsigned long req, void *arg);
 int vs_start(struct vs_dev *d);
 int vs_add_port(struct vs_dev *d, uint32_t id, const char *name, bool console);
@@ -181,5 +183,12 @@ int vs_flow_fill_file(struct vs_flow *f, int fd);
 void vs_pattern(uint64_t *state, void *buf, size_t len);
 
 int vs_kmsg_bad_lines(void);
+
+/* For kselftest_harness users: skip when the module is not loaded. */
+#define REQUIRE_DEVICE() do {						\
+	if (access("/dev/vhost-serial", R_OK | W_OK))			\
+		SKIP(return, "/dev/vhost-serial not present (module not loaded)"); \
+} while (0)
+int vs_check_transfer(struct vs_dev *d, unsigned int port, uint64_t bytes);
 
 #endif

@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <linux/vhost.h>
 #include <linux/vhost_serial.h>
 #include <linux/virtio_config.h>
@@ -100,43 +101,10 @@ static int expect_ctrl(struct vs_dev *d, uint32_t id, uint16_t event,
 	return m.value == value ? 0 : -EPROTO;
 }
 
-/* A short transfer both ways on a fresh socket: "the device still works". */
 static int quick_transfer(struct vs_dev *d, unsigned int port)
 {
-	struct host_end h = { -1, -1, -1, -1 };
-	struct vs_flow f[2];
-	int ret;
-
-	ret = make_socket_end(&h);
-	if (ret)
-		return ret;
-	ret = attach(d, port, &h);
-	if (!ret)
-		ret = expect_ctrl(d, port, VIRTIO_CONSOLE_PORT_OPEN, 1);
-	if (!ret)
-		ret = vs_guest_open(d, port, true);
-	if (!ret)
-		ret = vs_flow_init(&f[0], d, port, true, h.peer_rd, MiB / 4, 7);
-	if (!ret)
-		ret = vs_flow_init(&f[1], d, port, false, h.peer_wr, MiB / 4, 8);
-	if (!ret)
-		ret = vs_pump(f, 2, VS_TIMEOUT_MS);
-	if (!ret && (!vs_flow_match(&f[0]) || !vs_flow_match(&f[1])))
-		ret = -EILSEQ;
-	vs_set_backend(d, port, -1, -1);
-	host_end_close(&h);
-	return ret;
+	return vs_check_transfer(d, port, MiB / 4);
 }
-
-static bool have_device(void)
-{
-	return access("/dev/vhost-serial", R_OK | W_OK) == 0;
-}
-
-#define REQUIRE_DEVICE() do {						\
-	if (!have_device())						\
-		SKIP(return, "/dev/vhost-serial not present (module not loaded)"); \
-} while (0)
 
 /* ---- fixtures ------------------------------------------------------------ */
 
@@ -693,6 +661,141 @@ TEST_F_TIMEOUT(vserial, detach_reattach_mid_transfer_no_loss_no_dup, 120)
  * module must see that hang-up while the guest waits with buffers posted
  * and no data ever comes.
  */
+/*
+ * The old backend: a process that reads exactly @want bytes of port
+ * output, reports whether they were the stream's first bytes, and waits
+ * to be killed.
+ */
+static void old_backend(int sock, int report, const char *expect, size_t want)
+{
+	static char buf[65536];
+	size_t got = 0;
+	ssize_t n;
+	char verdict;
+
+	fcntl(sock, F_SETFL, 0);
+	while (got < want) {
+		n = read(sock, buf, want - got < sizeof(buf) ?
+				    want - got : sizeof(buf));
+		if (n <= 0)
+			_exit(1);
+		if (memcmp(buf, expect + got, n))
+			break;
+		got += n;
+	}
+	verdict = got == want ? 'K' : 'X';
+	if (write(report, &verdict, 1) != 1)
+		_exit(1);
+	pause();
+	_exit(0);
+}
+
+/* Reads port output from @fd until @want bytes came; 0 or -errno. */
+static int read_exactly(int fd, char *buf, size_t want)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < want) {
+		n = read(fd, buf + got, want - got);
+		if (n > 0) {
+			got += n;
+			continue;
+		}
+		if (n == 0)
+			return -EPIPE;
+		if (errno != EAGAIN)
+			return -errno;
+		if (vs_wait_fd(fd, POLLIN, VS_TIMEOUT_MS))
+			return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+/*
+ * The backend process is killed mid-transfer and a new one attached: the
+ * new one gets exactly the output the module had not yet handed to the old
+ * one (GET_PORT_STATE's tx_bytes at the hang-up says where that starts),
+ * in order, once, and the guest gets every buffer back.
+ */
+TEST_F_TIMEOUT(vserial, killed_backend_then_new_one_loses_nothing, 120)
+{
+	const size_t total = 4 * MiB, chunk = 64 * 1024, first = MiB;
+	struct vhost_serial_port_state st;
+	struct vs_vq *vq;
+	char *guest, *expect, *got, verdict, extra;
+	uint64_t state = 2024;
+	int sv[2], nsv[2], report[2];
+	unsigned int i, used = 0;
+	size_t rest;
+	pid_t pid;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	guest = vs_alloc(&self->d, total, 4096);
+	expect = malloc(total);
+	got = malloc(total);
+	ASSERT_TRUE(guest && expect && got);
+	vs_pattern(&state, expect, total);
+	memcpy(guest, expect, total);
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+				SOCK_CLOEXEC, 0, sv));
+	ASSERT_EQ(0, pipe2(report, O_CLOEXEC));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid)
+		old_backend(sv[1], report[1], expect, first);
+	close(sv[1]);
+	ASSERT_EQ(0, vs_set_backend(&self->d, 1, sv[0], sv[0]));
+	close(sv[0]);
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+
+	vq = &self->d.vqs[vs_tx_vq(1)];
+	for (i = 0; i < total / chunk; i++) {
+		struct iovec iov = { guest + i * chunk, chunk };
+
+		ASSERT_LE(0, vs_vq_add(vq, &iov, 1, NULL, 0, iov.iov_base));
+	}
+	vs_vq_kick(vq);
+
+	ASSERT_EQ(1, read(report[0], &verdict, 1));
+	EXPECT_EQ('K', verdict);
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, NULL, 0));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	ASSERT_LE(first, st.tx_bytes);
+	ASSERT_GT(total, st.tx_bytes);
+	TH_LOG("old backend read %zu, %llu more were in its socket", first,
+	       (unsigned long long)(st.tx_bytes - first));
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+				SOCK_CLOEXEC, 0, nsv));
+	ASSERT_EQ(0, vs_set_backend(&self->d, 1, nsv[0], nsv[0]));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	rest = total - st.tx_bytes;
+	ASSERT_EQ(0, read_exactly(nsv[1], got, rest));
+	EXPECT_EQ(0, memcmp(got, expect + st.tx_bytes, rest));
+	while (used < total / chunk) {
+		if (vs_vq_get(vq, NULL)) {
+			used++;
+			continue;
+		}
+		ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	}
+	/* Nothing twice. */
+	EXPECT_EQ(-1, read(nsv[1], &extra, 1));
+	EXPECT_EQ(EAGAIN, errno);
+	close(nsv[0]);
+	close(nsv[1]);
+	close(report[0]);
+	close(report[1]);
+	free(expect);
+	free(got);
+}
+
 TEST_F(vserial, peer_close_without_data_disconnects_the_guest)
 {
 	struct host_end h = { -1, -1, -1, -1 };
@@ -1339,6 +1442,19 @@ static void build_out_of_range(struct vs_dev *d, struct vs_vq *vq)
 	vq->desc[0] = (struct vring_desc){ 0x1000, 64, 0, 0 };
 }
 
+/* Guest output that runs 8 bytes past the end of guest memory. */
+static void build_past_end(struct vs_dev *d, struct vs_vq *vq)
+{
+	vq->desc[0] = (struct vring_desc){ (uintptr_t)d->mem + d->mem_size - 8,
+					   16, 0, 0 };
+}
+
+/* Guest output that starts 8 bytes before guest memory. */
+static void build_before_start(struct vs_dev *d, struct vs_vq *vq)
+{
+	vq->desc[0] = (struct vring_desc){ (uintptr_t)d->mem - 8, 16, 0, 0 };
+}
+
 static void build_len_overflow(struct vs_dev *d, struct vs_vq *vq)
 {
 	char *buf = vs_alloc(d, 64, 8);
@@ -1380,6 +1496,18 @@ TEST_F(vserial, bad_descriptor_address_out_of_range)
 {
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, bad_chain(_metadata, self, build_out_of_range));
+}
+
+TEST_F(vserial, bad_descriptor_runs_past_guest_memory)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_past_end));
+}
+
+TEST_F(vserial, bad_descriptor_starts_before_guest_memory)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_chain(_metadata, self, build_before_start));
 }
 
 TEST_F(vserial, bad_descriptor_length_overflow)
@@ -1430,6 +1558,257 @@ TEST_F(vserial, truncated_control_message)
 	ASSERT_EQ(0, quick_transfer(&self->d, 0));
 }
 
+/* ---- guest memory bounds ---------------------------------------------------- */
+
+/*
+ * A page of 0xa5 right before or after guest memory, if nothing else is
+ * mapped there: what the device must never touch.
+ */
+static char *map_canary(char *at)
+{
+	char *p = mmap(at, 4096, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if (p != at) {
+		munmap(p, 4096);
+		return NULL;
+	}
+	memset(p, 0xa5, 4096);
+	return p;
+}
+
+static bool canary_intact(const char *p)
+{
+	unsigned int i;
+
+	for (i = 0; p && i < 4096; i++)
+		if ((unsigned char)p[i] != 0xa5)
+			return false;
+	return true;
+}
+
+/*
+ * Offer port 1 one receive buffer at [addr, addr + len) with host data
+ * waiting: the device must flag the queue and write nothing.
+ */
+static int bad_rx_buffer(struct vs_dev *d, uint64_t addr, uint32_t len)
+{
+	static const char data[64] = "host data for a buffer outside guest memory";
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	struct vs_vq *vq = &d->vqs[vs_rx_vq(1)];
+	uint16_t head = vq->free_head;
+	int ret;
+
+	ret = make_socket_end(&h);
+	if (!ret)
+		ret = attach(d, 1, &h);
+	if (!ret)
+		ret = expect_ctrl(d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, 1, true);
+	if (!ret && write(h.peer_wr, data, sizeof(data)) != sizeof(data))
+		ret = -EIO;
+	if (ret)
+		goto out;
+	vq->desc[head] = (struct vring_desc){ addr, len, VRING_DESC_F_WRITE, 0 };
+	vs_vq_publish(vq, head);
+	vs_vq_kick(vq);
+	ret = vs_wait_fd(d->err, POLLIN, VS_TIMEOUT_MS);
+	if (!ret)
+		ret = vs_port_state(d, 1, &st);
+	if (!ret && st.rx_bytes)
+		ret = -EINVAL;
+out:
+	host_end_close(&h);
+	return ret;
+}
+
+enum mem_edge { PAST_END, STRADDLES_END, BEFORE_START, STRADDLES_START };
+
+/* One edge case on a fresh device, canaries on both sides where possible. */
+static int bad_rx_edge(struct vs_dev *d, struct vs_port_info *info,
+		       enum mem_edge edge)
+{
+	uint64_t start, end, addr = 0;
+	char *before, *after;
+	uint32_t len = 64;
+	int ret;
+
+	ret = vs_bring_up(d, 2, 2, info);
+	if (ret)
+		return ret;
+	start = (uintptr_t)d->mem;
+	end = start + d->mem_size;
+	before = map_canary(d->mem - 4096);
+	after = map_canary(d->mem + d->mem_size);
+	switch (edge) {
+	case PAST_END:
+		addr = end;
+		break;
+	case STRADDLES_END:
+		addr = end - 1;
+		len = 2;
+		break;
+	case BEFORE_START:
+		addr = start - len;
+		break;
+	case STRADDLES_START:
+		addr = start - 1;
+		len = 65;
+		break;
+	}
+	ret = bad_rx_buffer(d, addr, len);
+	if (!ret && (!canary_intact(before) || !canary_intact(after)))
+		ret = -EXDEV;
+	if (!ret)
+		ret = quick_transfer(d, 0);
+	if (before)
+		munmap(before, 4096);
+	if (after)
+		munmap(after, 4096);
+	vs_close(d);
+	return ret;
+}
+
+TEST_F(vserial, guest_buffers_outside_memory_table_are_refused)
+{
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, bad_rx_edge(&self->d, self->info, PAST_END));
+	ASSERT_EQ(0, bad_rx_edge(&self->d, self->info, STRADDLES_END));
+	ASSERT_EQ(0, bad_rx_edge(&self->d, self->info, BEFORE_START));
+	ASSERT_EQ(0, bad_rx_edge(&self->d, self->info, STRADDLES_START));
+}
+
+/* ---- ownership -------------------------------------------------------------- */
+
+/*
+ * Run in a child, which shares the device file but is not the owner: every
+ * ioctl that drives the device must fail with EPERM.  Returns how many did
+ * not.
+ */
+static int non_owner_attempts(struct vs_dev *d)
+{
+	struct vhost_serial_port_config cfg = { .id = 1, .name = "intruder" };
+	struct vhost_serial_backend b = { .id = 0, .in_fd = -1, .out_fd = -1 };
+	struct vhost_serial_port_event ev = { .id = 0, .fd = -1 };
+	struct vhost_serial_port_state st = { .id = 0 };
+	struct vhost_serial_resize rs = { .id = 0, .cols = 1, .rows = 1 };
+	struct vhost_vring_state vr = { .index = 0, .num = 16 };
+	struct vhost_memory mem = { .nregions = 0 };
+	uint64_t features = vs_default_features();
+	uint32_t port = 0;
+	int run = 0;
+	const struct {
+		const char *name;
+		unsigned long req;
+		void *arg;
+	} calls[] = {
+		{ "ADD_PORT", VHOST_SERIAL_ADD_PORT, &cfg },
+		{ "DEL_PORT", VHOST_SERIAL_DEL_PORT, &port },
+		{ "SET_BACKEND", VHOST_SERIAL_SET_BACKEND, &b },
+		{ "SET_PORT_EVENT", VHOST_SERIAL_SET_PORT_EVENT, &ev },
+		{ "GET_PORT_STATE", VHOST_SERIAL_GET_PORT_STATE, &st },
+		{ "RESIZE", VHOST_SERIAL_RESIZE, &rs },
+		{ "SET_RUNNING", VHOST_SERIAL_SET_RUNNING, &run },
+		{ "SET_FEATURES", VHOST_SET_FEATURES, &features },
+		{ "SET_MEM_TABLE", VHOST_SET_MEM_TABLE, &mem },
+		{ "SET_VRING_NUM", VHOST_SET_VRING_NUM, &vr },
+		{ "GET_VRING_BASE", VHOST_GET_VRING_BASE, &vr },
+		{ "RESET_OWNER", VHOST_RESET_OWNER, NULL },
+	};
+	unsigned int i;
+	int bad = 0, ret;
+
+	for (i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+		ret = vs_ioctl(d, calls[i].req, calls[i].arg);
+		if (ret != -EPERM) {
+			fprintf(stderr, "# non-owner %s: %d, not EPERM\n",
+				calls[i].name, ret);
+			bad++;
+		}
+	}
+	ret = vs_ioctl(d, VHOST_SET_OWNER, NULL);
+	if (ret != -EBUSY) {
+		fprintf(stderr, "# non-owner SET_OWNER: %d, not EBUSY\n", ret);
+		bad++;
+	}
+	return bad;
+}
+
+static int child_status(pid_t pid)
+{
+	int status;
+
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -ECHILD;
+	if (!WIFEXITED(status))
+		return -EINTR;
+	return WEXITSTATUS(status);
+}
+
+TEST_F(vserial, non_owner_cannot_drive_the_device)
+{
+	struct vhost_serial_port_state st;
+	pid_t pid;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	pid = fork();
+	if (!pid)
+		_exit(non_owner_attempts(&self->d));
+	ASSERT_EQ(0, child_status(pid));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(0, st.state & VHOST_SERIAL_STATE_PRESENT);
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+/*
+ * In a child, after the owner reset: take the device over with a new guest.
+ * Returns 0, or the step that failed.
+ */
+static int new_owner_takes_over(struct vs_dev *d, struct vs_port_info *info)
+{
+	struct vhost_serial_port_state st;
+
+	if (vs_new_guest(d, vs_default_features()))
+		return 1;
+	/* Nothing of the old guest survives: not its open port, nor PORT_ADD. */
+	if (vs_port_state(d, 1, &st) ||
+	    (st.state & (VHOST_SERIAL_STATE_GUEST_OPEN |
+			 VHOST_SERIAL_STATE_ANNOUNCED)))
+		return 2;
+	if (vs_handshake(d, info, 2, 2))
+		return 3;
+	if (!info[1].added || strcmp(info[1].name, "port1"))
+		return 4;
+	if (quick_transfer(d, 1))
+		return 5;
+	return 0;
+}
+
+TEST_F(vserial, reset_owner_hands_the_device_to_a_new_process)
+{
+	pid_t pid;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	pid = fork();
+	if (!pid)
+		_exit(vs_ioctl(&self->d, VHOST_RESET_OWNER, NULL) == -EPERM ? 0 : 1);
+	ASSERT_EQ(0, child_status(pid));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_RESET_OWNER, NULL));
+	EXPECT_EQ(-EPERM, vs_start(&self->d));
+	EXPECT_EQ(-EPERM, vs_ioctl(&self->d, VHOST_RESET_OWNER, NULL));
+	pid = fork();
+	if (!pid)
+		_exit(new_owner_takes_over(&self->d, self->info));
+	ASSERT_EQ(0, child_status(pid));
+}
+
 /* ---- malformed input from userspace ----------------------------------------- */
 
 TEST_F(vserial, add_port_rejects_bad_arguments)
@@ -1474,6 +1853,17 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, p[0]));
 	/* A blocking pipe would put the worker to sleep. */
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, blocking[0], -1));
+	{
+		/* Not readable: a device holding its own file would leak. */
+		int self_fd = open("/dev/vhost-serial",
+				   O_RDWR | O_NONBLOCK | O_CLOEXEC);
+
+		ASSERT_LE(0, self_fd);
+		EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, self_fd, -1));
+		EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, self_fd));
+		EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, self->d.fd, -1));
+		close(self_fd);
+	}
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 5, p[0], p[1]));
 	EXPECT_EQ(-ENOENT, vs_set_backend(&self->d, 1, p[0], p[1]));
 	b.flags = 1;
