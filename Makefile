@@ -4,6 +4,8 @@
 #
 #   make [KERNEL=6.12|6.1]   build vhost_serial.ko for one of Debian's kernels
 #   make check               set up, build and run every test in VMs (both kernels)
+#   make check DEBUG_KERNEL=1  the same on a debug build of 6.12 (KASAN, lockdep,
+#                            kmemleak, UBSAN, fault injection; built once, cached)
 #   make check-guest [GUEST_DRIVER=intree|project]  guest-driver tests only
 #   make demo                a guest with vhost=on, nested in a host VM running the
 #                            module: a file each way (DEMO_MODULE=1: module alone)
@@ -37,8 +39,25 @@ kdir = $(shell sed -n 's/^KDIR=//p' $(call KENV,$(1)) | tail -n1)
 .PHONY: all modules setup check demo sparse checkpatch selftests clean
 all: modules
 
+# DEBUG_KERNEL=1: the module's, the guest driver's and the end-to-end
+# tests run on the debug kernel (scripts/debug-kernel.sh), which is built
+# from the 6.12 source that setup caches.
+ifeq ($(DEBUG_KERNEL),1)
+CHECK_KERNELS	:= 6.12-debug
+CHECK_ENV	:= BENCH=0 GUEST_TIMEOUT=1800
+else
+CHECK_KERNELS	:= $(KERNELS)
+CHECK_ENV	:=
+endif
+
 setup:
-	@scripts/setup.sh $(KERNELS)
+	@scripts/setup.sh $(filter-out %-debug,$(KERNELS))
+ifeq ($(DEBUG_KERNEL),1)
+	@scripts/debug-kernel.sh
+endif
+
+$(VSERIAL_CACHE)/kernels/6.12-debug/env: $(VSERIAL_CACHE)/kernels/6.12/env
+	@scripts/debug-kernel.sh
 
 $(VSERIAL_CACHE)/kernels/%/env:
 	@scripts/setup.sh $*
@@ -77,7 +96,7 @@ checkpatch: $(VSERIAL_CACHE)/kernels/6.12/env
 		drivers/char/virtio_console.c drivers/char/virtio_console_compat.h
 
 check: setup
-	@scripts/check.sh $(KERNELS)
+	@$(CHECK_ENV) scripts/check.sh $(CHECK_KERNELS)
 
 # Guest-driver tests alone, in VMs of each kernel, against the in-tree
 # virtio_console (intree) or the project's build/<kernel>/virtio_console.ko.

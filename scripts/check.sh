@@ -55,7 +55,7 @@ readonly TOP
 readonly BUILD=$TOP/build
 readonly LOGDIR=$BUILD/logs
 readonly SELFTEST_OUT=$BUILD/selftests
-readonly SELFTEST_PROGS="vserial_test"
+readonly SELFTEST_PROGS="vserial_test vserial_fuzz"
 # Copies of the programs, so that every kernel runs the same binaries even
 # if they are rebuilt while the check runs.
 readonly PROG_COPIES=$BUILD/check-progs
@@ -388,6 +388,29 @@ run_guest_tests() {
 	fi
 }
 
+# The module's tests run on 4 CPUs with the newest kernel (the stress test
+# wants real concurrency in the host) and on 2 with the older one.
+vm_cpus() {
+	case $1 in
+	6.12*) echo 4 ;;
+	*) echo 2 ;;
+	esac
+}
+
+# The debug kernel's run fuzzes for longer: 100000 ring actions in rounds
+# of 500, 20000 ioctls; it gets the time for it.
+vm_fuzz_options() {
+	case $1 in
+	*-debug)
+		echo "-T $((VM_TIMEOUT * 3)) -e VSERIAL_FUZZ_ITERS=100000"
+		echo "-e VSERIAL_FUZZ_ROUND=500 -e VSERIAL_FUZZ_IOCTLS=20000"
+		;;
+	*)
+		echo "-T $VM_TIMEOUT"
+		;;
+	esac
+}
+
 run_vm_tests() {
 	local series=$1 vmlog=$LOGDIR/$1.log rc=0
 
@@ -395,8 +418,10 @@ run_vm_tests() {
 	set -- $testprogs
 	rm -f "$vmlog"
 	echo "running ${*##*/} in a $series VM"
+	# shellcheck disable=SC2046 # options, split on purpose
 	"$VMTEST" -k "$series" -m "$BUILD/$series/vhost_serial.ko" -l "$vmlog" \
-		-T "$VM_TIMEOUT" "$@" 2>&1 | sed 's/^/  /' || rc=$?
+		-c "$(vm_cpus "$series")" $(vm_fuzz_options "$series") "$@" 2>&1 |
+		sed 's/^/  /' || rc=$?
 	echo "  vmtest.sh exit status $rc; log $vmlog"
 	count_vm_results "$series" "$vmlog"
 }

@@ -25,6 +25,7 @@ set -euo pipefail
 
 # shellcheck source=vm_lib.sh
 . "$(dirname "$0")/vm_lib.sh"
+readonly BAD_KLOG=$VM_BAD_KLOG
 
 readonly PROG=${0##*/}
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
@@ -35,7 +36,6 @@ readonly DEFAULT_TIMEOUT=1800
 readonly L1_MEM=3G
 # With what they depend on; virtio_pci is a module on 6.1 only.
 readonly MODULES_WANTED="virtio_pci 9p 9pnet_virtio vhost_vsock"
-readonly BAD_KLOG='Oops|WARNING:|BUG:|KASAN|general protection|Call Trace'
 
 series=""
 module=""

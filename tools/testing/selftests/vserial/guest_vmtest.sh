@@ -41,6 +41,7 @@ set -euo pipefail
 
 # shellcheck source=vm_lib.sh
 . "$(dirname "$0")/vm_lib.sh"
+readonly BAD_KLOG=$VM_BAD_KLOG
 
 readonly PROG=${0##*/}
 SELFDIR=$(cd "$(dirname "$0")" && pwd)
@@ -65,7 +66,6 @@ readonly LOCKFILE=${VMTEST_LOCK:-/tmp/vhost-serial-vmtest.lock}
 # Seconds to wait for another run's VM to finish before giving up.
 readonly LOCK_WAIT=${VMTEST_LOCK_WAIT:-3600}
 readonly QEMU_MEM=1G
-readonly BAD_KLOG='Oops|WARNING:|BUG:|KASAN|general protection|Call Trace'
 readonly CMDLINE_BASE="console=ttyS0 panic=-1 quiet loglevel=4"
 readonly TRANSPORT_MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci"
 readonly DRIVER_NAME=virtio_console

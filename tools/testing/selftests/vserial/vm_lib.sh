@@ -7,6 +7,12 @@
 # array $modules and copy into the initramfs tree $root, and call the
 # runner's die on a missing module.
 
+# Kernel-log lines that fail a run: oopses, warnings (lockdep's included),
+# KASAN and UBSAN reports, and kmemleak's (which the runners write into the
+# log after a scan on kernels that have it).
+# shellcheck disable=SC2034 # used by the runners
+readonly VM_BAD_KLOG='Oops|WARNING:|BUG:|KASAN|UBSAN|general protection|Call Trace|unreferenced object'
+
 # The file of a module of the cached kernel, compressed or not.
 kernel_module_file() {
 	local name=$1 ext f

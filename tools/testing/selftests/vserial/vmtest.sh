@@ -6,7 +6,9 @@
 # inside the VM and report whether everything passed.
 #
 #   vmtest.sh -k SERIES -m PATH/vhost_serial.ko -l LOGFILE [-T SECONDS]
-#             [-t SECONDS] [-e NAME=VALUE]... TESTPROG [TESTPROG...]
+#             [-t SECONDS] [-c CPUS] [-e NAME=VALUE]... TESTPROG [TESTPROG...]
+#
+# -c gives the VM that many virtual CPUs (default 2).
 #
 # The test programs must be static binaries: the VM has no libc.  They run
 # one after the other as root, with stdout and stderr on the serial console,
@@ -39,6 +41,7 @@ set -euo pipefail
 
 # shellcheck source=vm_lib.sh
 . "$(dirname "$0")/vm_lib.sh"
+readonly BAD_KLOG=$VM_BAD_KLOG
 
 readonly PROG=${0##*/}
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
@@ -53,13 +56,11 @@ readonly MIN_PROG_TIMEOUT=10
 readonly DEV_WAIT=10
 readonly DEVNODE=/dev/vhost-serial
 readonly MODULE_NAME=vhost_serial
-readonly BAD_KLOG='Oops|WARNING:|BUG:|KASAN|general protection|Call Trace'
 readonly CMDLINE="console=ttyS0 panic=-1 quiet loglevel=4"
 # Only one VM at a time on a machine: two TCG guests on two cores would
 # slow each other down past their timeouts.
 readonly LOCKFILE=${VMTEST_LOCK:-/tmp/vhost-serial-vmtest.lock}
 readonly QEMU_MEM=2G
-readonly QEMU_SMP=2
 readonly EXIT_FAIL=1
 readonly EXIT_USAGE=2
 
@@ -68,6 +69,7 @@ module=""
 logfile=""
 timeout=$DEFAULT_TIMEOUT
 prog_timeout=""
+cpus=2
 tests=()
 envs=()
 tmpdir=""
@@ -79,7 +81,7 @@ release=""
 usage() {
 	cat >&2 <<EOT
 usage: $PROG -k SERIES -m PATH/vhost_serial.ko -l LOGFILE [-T SECONDS]
-       [-t SECONDS] [-e NAME=VALUE]... TESTPROG [TESTPROG...]
+       [-t SECONDS] [-c CPUS] [-e NAME=VALUE]... TESTPROG [TESTPROG...]
 
   -k SERIES   kernel series cached by scripts/setup.sh (6.12, 6.1)
   -m FILE     vhost_serial.ko built for that kernel
@@ -87,6 +89,7 @@ usage: $PROG -k SERIES -m PATH/vhost_serial.ko -l LOGFILE [-T SECONDS]
   -T SECONDS  timeout of the whole VM run (default $DEFAULT_TIMEOUT)
   -t SECONDS  timeout of each test program inside the VM
               (default: (T - $BOOT_MARGIN) / number of programs)
+  -c CPUS     virtual CPUs of the VM (default 2)
   -e NAME=VALUE  environment of the test programs (repeatable)
   TESTPROG    static test binaries, run in this order as /tests/NAME
 EOT
@@ -128,7 +131,7 @@ is_uint() {
 parse_args() {
 	local opt
 
-	while getopts "k:m:l:T:t:e:h" opt; do
+	while getopts "k:m:l:T:t:c:e:h" opt; do
 		case $opt in
 		e)
 			[[ $OPTARG =~ ^[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.,:/=-]*$ ]] ||
@@ -140,6 +143,7 @@ parse_args() {
 		l) logfile=$OPTARG ;;
 		T) timeout=$OPTARG ;;
 		t) prog_timeout=$OPTARG ;;
+		c) cpus=$OPTARG ;;
 		*) usage ;;
 		esac
 	done
@@ -149,6 +153,9 @@ parse_args() {
 	if [ -z "$series" ] || [ -z "$module" ] || [ -z "$logfile" ] ||
 	   [ ${#tests[@]} -eq 0 ]; then
 		usage
+	fi
+	if ! is_uint "$cpus" || [ "$cpus" -eq 0 ]; then
+		die "-c wants a positive number of CPUs, not '$cpus'"
 	fi
 	if ! is_uint "$timeout" || [ "$timeout" -eq 0 ]; then
 		die "-T wants a positive number of seconds, not '$timeout'"
@@ -336,9 +343,29 @@ run_test() {
 	fi
 }
 
+# On kernels with kmemleak: what leaked since the tests started, written
+# into the kernel log so that the scan below counts it.
+KMEMLEAK=/sys/kernel/debug/kmemleak
+kmemleak_start() {
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	[ -w $KMEMLEAK ] && echo clear >$KMEMLEAK
+}
+
+kmemleak_report() {
+	[ -w $KMEMLEAK ] || return 0
+	# Two scans: an object is reported once it was unreferenced in both.
+	echo scan >$KMEMLEAK
+	echo scan >$KMEMLEAK
+	grep -E '^unreferenced object|^  (comm|backtrace)|^    \[' $KMEMLEAK |
+		head -n 200 | while IFS= read -r line; do
+			echo "kmemleak: $line" >/dev/kmsg
+		done
+}
+
 report_klog() {
 	local bad
 
+	kmemleak_report
 	bad=$(count_bad_klog)
 	echo "VMTEST-KLOG bad=$bad"
 	dmesg | grep -E "$BAD_KLOG" | sed 's/^/VMTEST-KLOG| /'
@@ -355,6 +382,7 @@ main() {
 	awk -v mark="$KMSG_MARK" "$KMSG_RELAY" /dev/kmsg &
 	relay=$!
 	echo "$KMSG_MARK" >/dev/kmsg
+	kmemleak_start
 	for t in $TESTS; do
 		run_test "$t"
 	done
@@ -443,7 +471,7 @@ run_vm() {
 	rm -f "$logfile"
 	log "booting $release ($series), timeout ${timeout}s, ${prog_timeout}s per program"
 	timeout --kill-after=10 "$timeout" \
-		"$QEMU" -accel tcg -cpu "$(cpu_model)" -m $QEMU_MEM -smp $QEMU_SMP \
+		"$QEMU" -accel tcg -cpu "$(cpu_model)" -m $QEMU_MEM -smp $cpus \
 		-nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
 		-pidfile "$tmpdir/qemu.pid" \
