@@ -176,14 +176,17 @@ int vs_setup_guest(struct vs_dev *d, uint64_t features, unsigned int ring_num)
 	if (ret)
 		return ret;
 
-	d->err = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	d->vqs = calloc(d->nvqs, sizeof(*d->vqs));
-	if (d->err < 0 || !d->vqs)
+	if (!d->vqs)
 		return -ENOMEM;
+	/* Before anything can fail: vs_drop_guest() closes what is >= 0. */
 	for (i = 0; i < d->nvqs; i++) {
 		d->vqs[i].kick = -1;
 		d->vqs[i].call = -1;
 	}
+	d->err = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->err < 0)
+		return -errno;
 	for (i = 0; i < d->nvqs; i++) {
 		ret = vs_setup_vq(d, i, ring_num);
 		if (ret)
@@ -348,8 +351,11 @@ void vs_vq_kick(struct vs_vq *vq)
 		need = !(__atomic_load_n(&vq->used->flags, __ATOMIC_RELAXED) &
 			 VRING_USED_F_NO_NOTIFY);
 	vq->kicked_at = vq->avail_idx;
-	if (need && write(vq->kick, &one, sizeof(one)) != sizeof(one))
+	if (need && write(vq->kick, &one, sizeof(one)) != sizeof(one)) {
+		fprintf(stderr, "# kick on fd %d: %s\n", vq->kick,
+			strerror(errno));
 		abort();
+	}
 }
 
 void *vs_vq_get(struct vs_vq *vq, uint32_t *len)
@@ -363,8 +369,12 @@ void *vs_vq_get(struct vs_vq *vq, uint32_t *len)
 		return NULL;
 	e = &vq->used->ring[vq->last_used % vq->num];
 	head = e->id;
-	if (head >= vq->num || !vq->chain_len[head])
-		abort();	/* the device returned a buffer we never gave */
+	if (head >= vq->num || !vq->chain_len[head]) {
+		/* The device returned a buffer we never gave. */
+		fprintf(stderr, "# used ring entry %u: id %u, len %u: not ours\n",
+			vq->last_used, head, e->len);
+		abort();
+	}
 	if (len)
 		*len = e->len;
 	vq->last_used++;
