@@ -515,12 +515,6 @@ run_group_vm() {
 	return $rc
 }
 
-# Whether the VM of serial log $1 died before its /init ran: a crash of
-# the emulated machine at boot (seen rarely under TCG), not of a test.
-boot_failed() {
-	! tr -d '\r' <"$1" 2>/dev/null | grep -q '^VMTEST-BOOTED '
-}
-
 # Keeps the failed boot of group $1 in the combined log and says so.
 retry_boot() {
 	local group=$1 glog=$2
@@ -609,7 +603,7 @@ main() {
 		qrc=0
 		vm_secs=0
 		run_group_vm "$g" "$glog" || qrc=$?
-		if boot_failed "$glog"; then
+		if vm_boot_failed "$glog"; then
 			retry_boot "$g" "$glog"
 			qrc=0
 			run_group_vm "$g" "$glog" || qrc=$?

@@ -68,3 +68,10 @@ add_kernel_module() {
 	file=$(kernel_module_file "$name") || die "module $name not found in $kdir/modules"
 	add_module_file "$file" "$name"
 }
+
+# Whether the VM of serial log $1 died before its /init ran: a crash of the
+# emulated machine at boot (seen rarely under TCG with several vCPUs), not
+# of a test.
+vm_boot_failed() {
+	! tr -d '\r' <"$1" 2>/dev/null | grep -q '^VMTEST-BOOTED '
+}

@@ -578,6 +578,12 @@ main() {
 	take_vm_lock
 	start=$(date +%s)
 	run_vm
+	if vm_boot_failed "$logfile"; then
+		log "the VM died before its init ran; booting it once more"
+		mv "$logfile" "$logfile.boot-failed"
+		qemu_rc=0
+		run_vm
+	fi
 	elapsed=$(($(date +%s) - start))
 	[ -f "$logfile" ] || die "QEMU wrote no log (status $qemu_rc)"
 	clean_log
