@@ -1141,8 +1141,12 @@ static void vcon_remove_port(struct vcon_port *port)
 	pd->ports[port->id] = NULL;
 	spin_unlock_irqrestore(&pd->ports_lock, flags);
 
+	/*
+	 * All queue locks are of one class (one array): the transmit lock,
+	 * always taken second, is a nesting level of its own.
+	 */
 	spin_lock_irqsave(port->inbuf_lock, flags);
-	spin_lock(port->outvq_lock);
+	spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 	port->unplugged = true;
 	port->vqs_ready = false;
 	port->host_connected = false;
@@ -1631,7 +1635,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 		if (!port)
 			continue;
 		spin_lock_irqsave(port->inbuf_lock, flags);
-		spin_lock(port->outvq_lock);
+		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 		port->vqs_ready = false;
 		kfree(port->inbuf);
 		port->inbuf = NULL;
@@ -1661,7 +1665,7 @@ static int vcon_restore(struct virtio_device *vdev)
 		if (!port)
 			continue;
 		spin_lock_irqsave(port->inbuf_lock, flags);
-		spin_lock(port->outvq_lock);
+		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 		port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
 		port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
 		port->vqs_ready = true;

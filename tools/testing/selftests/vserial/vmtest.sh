@@ -28,6 +28,7 @@
 #   VMTEST-KMSG| <line>            kernel messages of level warning or worse,
 #                                  relayed live while the tests run
 #   VMTEST-UPTIME <secs>           guest uptime when the tests were done
+#   VMTEST-KMEMLEAK <n> leaks      kmemleak's verdict, on kernels with it
 #
 # The kernel's own console level is lowered to emergencies while the tests
 # run and its messages are relayed by a reader of /dev/kmsg instead: whole
@@ -356,6 +357,7 @@ kmemleak_report() {
 	# Two scans: an object is reported once it was unreferenced in both.
 	echo scan >$KMEMLEAK
 	echo scan >$KMEMLEAK
+	echo "VMTEST-KMEMLEAK $(grep -c '^unreferenced object' $KMEMLEAK) leaks"
 	grep -E '^unreferenced object|^  (comm|backtrace)|^    \[' $KMEMLEAK |
 		head -n 200 | while IFS= read -r line; do
 			echo "kmemleak: $line" >/dev/kmsg
