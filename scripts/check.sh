@@ -198,6 +198,23 @@ tap_results() {
 		inside && /^(not )?ok / { print }' "$1"
 }
 
+# Prints what the harness said of each failed test of program $2 in log
+# $1 (its "# " lines), so that a run's output tells why without its logs.
+failure_details() {
+	awk -v begin="VMTEST-BEGIN $2" -v end="VMTEST-END $2 " '
+		$0 == begin { inside = 1; next }
+		inside && index($0, end) == 1 { inside = 0; next }
+		!inside { next }
+		/^#  RUN / { n = 0; next }
+		/^# / && n < 12 { said[n++] = $0; next }
+		/^not ok / {
+			print "  " $0
+			for (i = 0; i < n; i++)
+				print "  | " said[i]
+		}
+		/^(not )?ok / { n = 0 }' "$1"
+}
+
 # Counts one TAP result line of kernel $1.
 count_result() {
 	local series=$1 line=$2 rest name directive
@@ -242,6 +259,7 @@ count_vm_results() {
 				nots=$((nots + 1))
 			fi
 		done < <(tap_results "$log" "$name")
+		[ $nots -eq 0 ] || failure_details "$log" "$name"
 		rc=$(grep -o "VMTEST-END $name rc=[0-9]*" "$log" | tail -n1 | sed 's/.*rc=//' || true)
 		if [ -n "$rc" ] && [ "$rc" -ne 0 ] && [ $nots -eq 0 ]; then
 			if grep -q "^VMTEST-TIMEOUT $name " "$log"; then
@@ -298,6 +316,7 @@ count_guest_group() {
 			nots=$((nots + 1))
 		fi
 	done < <(tap_results "$section" "$name")
+	[ $nots -eq 0 ] || failure_details "$section" "$name"
 	rc=$(grep -o "VMTEST-END $name rc=[0-9]*" "$section" | tail -n1 | sed 's/.*rc=//' || true)
 	fatal=$(sed -n 's/.*VMTEST-FATAL //p' "$section" | head -n1)
 	if [ -n "$fatal" ]; then
@@ -526,6 +545,9 @@ run_e2e_host() {
 		pass
 	else
 		fail "$label: host-kernel-log-clean" "see $log"
+		tr -d '\r' <"$log" 2>/dev/null |
+			sed -n '/^E2E-KLOG bad=/,/^E2E-DONE$/p' |
+			sed '1d;$d;s/^/  L1 klog: /' | head -n 20 || true
 	fi
 	section=$(mktemp)
 	tr -d '\r' <"$log" 2>/dev/null |
