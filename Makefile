@@ -13,6 +13,11 @@
 #   make qemu | qemu-check   QEMU with qemu-patches/ (cached); its virtio-serial qtests
 #   make qemu-smoke          that QEMU with vhost=on in a VM, a guest nested in it
 #   make bench [QUICK=1]     every benchmark figure, its anchor, a table and a plot
+#   make install [KVER=..] [DESTDIR=..]  modules into /lib/modules/KVER/updates,
+#                            the uapi header, udev rules, man page; uninstall
+#   make dkms-src [DESTDIR=..]  this tree as /usr/src/vhost-serial-VERSION for DKMS
+#   make check-packaging     DKMS and install (into a staging root, then booted)
+#                            for both kernels; part of make check
 #
 # Kernels, headers and sources are resolved and cached by scripts/setup.sh
 # in $(VSERIAL_CACHE) (default /var/cache/vhost-serial).
@@ -124,6 +129,63 @@ qemu-check:
 .PHONY: qemu-smoke
 qemu-smoke: $(VSERIAL_CACHE)/kernels/6.12/env
 	@scripts/qemu-smoke.sh
+
+# ---- installing ---------------------------------------------------------
+# For the running kernel, or KVER, built against /lib/modules/KVER/build
+# (the headers package) with the two private headers that
+# scripts/dkms-prepare.sh finds in the kernel's source.
+VERSION		:= $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(TOP)/dkms.conf)
+KVER		?= $(shell uname -r)
+KVER_KDIR	?= /lib/modules/$(KVER)/build
+KVER_BUILD	:= $(BUILD)/kver-$(KVER)
+PREFIX		?= /usr/local
+MODDIR		?= /lib/modules/$(KVER)/updates
+UDEVRULESDIR	?= /etc/udev/rules.d
+INCLUDEDIR	?= $(PREFIX)/include
+MANDIR		?= $(PREFIX)/share/man
+DOCDIR		?= $(PREFIX)/share/doc/vhost-serial
+DKMS_FILES	:= $(KERNEL_SRCS) dkms.conf scripts/dkms-prepare.sh
+INSTALLED	:= $(MODDIR)/vhost_serial.ko $(MODDIR)/virtio_console.ko \
+		   $(INCLUDEDIR)/linux/vhost_serial.h \
+		   $(UDEVRULESDIR)/60-vhost-serial.rules \
+		   $(MANDIR)/man4/vhost-serial.4 \
+		   $(DOCDIR)/examples/modules-load.d/vhost-serial.conf
+
+.PHONY: install uninstall dkms-src check-packaging
+$(KVER_BUILD)/vhost_serial.ko $(KVER_BUILD)/virtio_console.ko: $(KERNEL_SRCS)
+	@test -d $(KVER_KDIR) || { echo "no $(KVER_KDIR): install the headers of $(KVER) or set KVER"; exit 1; }
+	@for f in $(KERNEL_SRCS); do mkdir -p $(KVER_BUILD)/$$(dirname $$f); \
+		ln -sf $(TOP)/$$f $(KVER_BUILD)/$$f; done
+	cd $(KVER_BUILD) && $(TOP)/scripts/dkms-prepare.sh $(KVER)
+	$(MAKE) -C $(KVER_KDIR) M=$(KVER_BUILD) modules
+
+install: $(KVER_BUILD)/vhost_serial.ko $(KVER_BUILD)/virtio_console.ko
+	install -D -m 0644 $(KVER_BUILD)/vhost_serial.ko $(DESTDIR)$(MODDIR)/vhost_serial.ko
+	install -D -m 0644 $(KVER_BUILD)/virtio_console.ko $(DESTDIR)$(MODDIR)/virtio_console.ko
+	install -D -m 0644 include/uapi/linux/vhost_serial.h $(DESTDIR)$(INCLUDEDIR)/linux/vhost_serial.h
+	install -D -m 0644 udev/60-vhost-serial.rules $(DESTDIR)$(UDEVRULESDIR)/60-vhost-serial.rules
+	install -D -m 0644 man/vhost-serial.4 $(DESTDIR)$(MANDIR)/man4/vhost-serial.4
+	install -D -m 0644 udev/modules-load.d/vhost-serial.conf \
+		$(DESTDIR)$(DOCDIR)/examples/modules-load.d/vhost-serial.conf
+	depmod $(if $(DESTDIR),-b $(DESTDIR)) $(KVER)
+ifeq ($(DESTDIR),)
+	-udevadm control --reload 2>/dev/null
+endif
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir -p $(DESTDIR)$(DOCDIR)/examples/modules-load.d 2>/dev/null
+	depmod $(if $(DESTDIR),-b $(DESTDIR)) $(KVER)
+
+# The DKMS source tree: dkms add/build/install -m vhost-serial -v $(VERSION).
+dkms-src:
+	@for f in $(DKMS_FILES); do \
+		install -D -m $$(test -x $$f && echo 0755 || echo 0644) $$f \
+			$(DESTDIR)/usr/src/vhost-serial-$(VERSION)/$$f || exit 1; done
+	@echo "DKMS tree: $(DESTDIR)/usr/src/vhost-serial-$(VERSION)"
+
+check-packaging: setup
+	@scripts/check-packaging.sh $(KERNELS)
 
 clean:
 	rm -rf $(BUILD)

@@ -975,9 +975,10 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
  * A port attached with VHOST_SERIAL_BACKEND_F_ZEROCOPY writes guest output
  * into its pipe by reference: the chain's pages are pinned and each piece
  * becomes a pipe buffer.  Whatever takes them out of the pipe (read,
- * splice to a file, a socket or /dev/null) reads guest memory directly;
- * the chain goes back to the guest when the last of its buffers is
- * released, never before.
+ * splice to a file, another pipe or /dev/null) reads guest memory
+ * directly; the chain goes back to the guest when the last of its buffers
+ * is released, never before.  (A socket would keep its own references
+ * after the pipe let go: the uapi header says not to splice into one.)
  */
 
 static struct pipe_inode_info *vhost_serial_pipe(struct file *file)

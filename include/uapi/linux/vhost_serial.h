@@ -133,36 +133,6 @@ struct vhost_serial_port_config {
  * no flag: a pipe as @in_fd, filled by splice from a file or socket, is
  * copied once, into the guest's buffer.
  *
- * A pipe whose last reader goes away between the module's check and its
- * write raises SIGPIPE in the device's worker, which on kernels where the
- * worker is a thread of the owner is delivered to the owner's process: an
- * owner that gives pipes as @out_fd should ignore SIGPIPE, as most daemons
- * do.  (Sockets are written with MSG_NOSIGNAL, and zero-copy pipes are
- * checked under the pipe's lock: neither raises it.)
- *
- * Attaching means "host connected": the guest is sent PORT_OPEN 1.  Both fds
- * -1 detaches: "host disconnected", PORT_OPEN 0.  The module holds its own
- * references; the caller may close its descriptors afterwards.  Data is never
- * lost across detach and re-attach: guest output stays in the ring, and a
- * partly written buffer resumes where it stopped.
- *
- * With VHOST_SERIAL_BACKEND_F_ZEROCOPY in @flags, @out_fd must be a pipe
- * (or FIFO) and guest output goes into it by reference, not by copy: the
- * pages of each guest buffer are pinned and become pipe buffers, so that
- * whoever reads the pipe, or splices it to a file, a socket or /dev/null,
- * reads guest memory directly.  The guest gets a buffer back only when
- * every pipe buffer pointing into it has been released (read, spliced on
- * or discarded); until then the guest cannot reuse it, so a reader that
- * stops reading holds at most the pipe's capacity plus one guest buffer of
- * guest memory pinned.  tee(2) of such a pipe is allowed; moving the pages
- * out of the pipe (SPLICE_F_MOVE stealing) is not.  Console ports, and
- * guest buffers of more than 256 pages, are copied into the pipe as
- * usual.  Buffers still in a pipe when the device is stopped
- * (VHOST_SERIAL_SET_RUNNING 0, reset or close) are not returned to the
- * guest afterwards: drain the pipe before stopping a device that is to
- * run on.  Host-to-guest data needs no flag: a pipe as @in_fd, filled by
- * splice from a file or socket, is copied once, into the guest's buffer.
- *
  * When a backend hangs up (EOF on @in_fd, EPIPE, POLLHUP or POLLERR) the module
  * first delivers what could still be read, then marks the host disconnected,
  * tells the guest and signals the port's eventfd; the backend stays attached
