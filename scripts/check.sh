@@ -15,6 +15,9 @@
 #     the in-tree driver, for the comparison (printed, not counted);
 #   - sparse of the module for the kernel (make sparse KERNEL=<s>);
 #   - checkpatch once (make checkpatch);
+#   - packaging (unless PACKAGING=0; Debian's series only): DKMS, make
+#     install into a staging root booted in a VM, make uninstall, the docs
+#     (scripts/check-packaging.sh), each of its checks counted;
 #   - end to end (unless E2E=0): QEMU with qemu-patches/ (scripts/qemu.sh,
 #     cached), then host VMs (L1, e2e_vmtest.sh) of each series with the
 #     module, in which the guest tests run unchanged in L2 guests whose
@@ -42,6 +45,7 @@
 #   VMTEST_TIMEOUT     timeout of each VM run in seconds (default 1200)
 #   GUEST_GROUPS       guest test groups to run (default: main smp1 smp4 bench)
 #   GUEST_TIMEOUT      timeout of each guest VM run in seconds (default 600)
+#   PACKAGING          0 skips the packaging checks
 #   E2E                0 skips the end-to-end runs
 #   E2E_GROUPS         guest groups run nested with a 6.12 host (main smp1 smp4)
 #   E2E_OLD_HOST_GROUPS  guest groups run nested with a 6.1 host (smp1)
@@ -507,6 +511,36 @@ test_checkpatch() {
 	fi
 }
 
+# make check-packaging: DKMS, make install booted, uninstall, documentation.
+test_packaging() {
+	local line log=$LOGDIR/packaging.log t
+
+	[ -n "$1" ] || return 0
+	reset_kernel_counts
+	echo "=== packaging"
+	t=$(date +%s)
+	# shellcheck disable=SC2086 # one argument per series
+	"$TOP/scripts/check-packaging.sh" $1 >"$log" 2>&1
+	while IFS= read -r line; do
+		case $line in
+		"ok "* | "not ok "*) count_result packaging "${line/ok /ok 0 }" ;;
+		esac
+	done <"$log"
+	grep -E '^(not ok|  \|)|^packaging: ' "$log" | sed 's/^/  /' || true
+	grep -q '^packaging: ' "$log" || fail "packaging: finished" "see $log"
+	echo "packaging: ${k_pass} passed, ${k_fail} failed ($(elapsed_since "$t")s)"
+}
+
+# The Debian series among kernels $1 (the debug kernel has no package).
+packaging_series() {
+	local s out=""
+
+	for s in $1; do
+		case $s in *-*) ;; *) out="$out $s" ;; esac
+	done
+	echo "${out# }"
+}
+
 # Prints the patched QEMU's path, building it into the cache if needed.
 e2e_qemu() {
 	local out=$LOGDIR/qemu-build.log
@@ -656,6 +690,7 @@ main() {
 	done
 	if [ -z "$guest_only" ]; then
 		test_checkpatch
+		[ "${PACKAGING:-1}" = 0 ] || test_packaging "$(packaging_series "$kernels")"
 		[ "${E2E:-1}" = 0 ] || test_e2e "$kernels"
 		[ "${BENCH:-1}" = 0 ] || test_bench_smoke
 	fi
