@@ -17,7 +17,11 @@
 #                            the uapi header, udev rules, man page; uninstall
 #   make dkms-src [DESTDIR=..]  this tree as /usr/src/vhost-serial-VERSION for DKMS
 #   make check-packaging     DKMS and install (into a staging root, then booted)
-#                            for both kernels; part of make check
+#                            for both kernels, the docs, the in-tree series; part
+#                            of make check
+#   make kernel-series       the in-tree patch series against linux-source-6.12
+#                            (build/kernel-series); kernel-series-check applies
+#                            it to a pristine tree and builds it with W=1
 #
 # Kernels, headers and sources are resolved and cached by scripts/setup.sh
 # in $(VSERIAL_CACHE) (default /var/cache/vhost-serial).
@@ -186,6 +190,13 @@ dkms-src:
 
 check-packaging: setup
 	@scripts/check-packaging.sh $(KERNELS)
+
+.PHONY: kernel-series kernel-series-check
+kernel-series: $(VSERIAL_CACHE)/kernels/6.12/env
+	@scripts/kernel-series.sh series
+
+kernel-series-check: $(VSERIAL_CACHE)/kernels/6.12/env
+	@scripts/kernel-series.sh check
 
 clean:
 	rm -rf $(BUILD)

@@ -13,7 +13,10 @@
 #     booted in a VM (install_vmtest.sh): plain modprobe finds the modules
 #     in updates/; make uninstall removes every file again;
 #   - the documentation: Documentation/virt/vhost-serial.rst through
-#     rst2html --strict, man/vhost-serial.4 through groff -ww.
+#     rst2html --strict, man/vhost-serial.4 through groff -ww;
+#   - with 6.12 among the series: the in-tree series (kernel-series.sh
+#     check: checkpatch --strict per patch, applied to a pristine
+#     linux-source-6.12, built with W=1).
 #
 # Prints "ok NAME" or "not ok NAME # reason" per check and a summary line
 # "packaging: N passed, N failed"; exits 1 when a check failed.
@@ -50,7 +53,8 @@ run_check() {
 ensure_tools() {
 	local missing=() p
 
-	for p in dkms python3-docutils groff-base kmod; do
+	for p in dkms python3-docutils groff-base kmod unifdef python3-ply \
+		 bison flex libelf-dev libssl-dev bc; do
 		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' ||
 			missing+=("$p")
 	done
@@ -168,10 +172,10 @@ check_install() {
 }
 
 main() {
-	local s rel
+	local s rel line
 
 	mkdir -p "$WORK" "$LOGDIR"
-	ensure_tools || { not_ok tools "cannot install dkms, python3-docutils, groff-base"; }
+	ensure_tools || not_ok tools "cannot install the packages this needs"
 	check_docs
 	for s in $SERIES; do
 		rel=$(sed -n 's/^RELEASE=//p' "$CACHE/kernels/$s/env" 2>/dev/null)
@@ -182,6 +186,17 @@ main() {
 		check_dkms "$rel"
 		check_install "$s" "$rel"
 	done
+	case " $SERIES " in
+	*" 6.12 "*)
+		while IFS= read -r line; do
+			echo "$line"
+			case $line in
+			"ok "*) passed=$((passed + 1)) ;;
+			"not ok "*) failed=$((failed + 1)) ;;
+			esac
+		done < <("$TOP/scripts/kernel-series.sh" check 2>&1)
+		;;
+	esac
 	echo "packaging: $passed passed, $failed failed"
 	[ $failed -eq 0 ]
 }

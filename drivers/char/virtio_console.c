@@ -90,7 +90,7 @@ struct vcon_port {
 	 * port: buffers outlive an unplugged port in its queues, and a port
 	 * plugged again under the same number finds them there.
 	 */
-	spinlock_t *inbuf_lock;
+	spinlock_t *inbuf_lock;	/* in_vq's lock */
 	struct vcon_rxbuf *inbuf;
 	bool guest_connected;
 	bool host_connected;
@@ -520,7 +520,7 @@ static void vcon_emerg_write(struct vcon_device *pd, const u8 *buf,
 				buf[i]);
 }
 
-ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
+static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 {
 	struct vcon_port *port = vcon_console_by_vtermno(vtermno);
 	struct vcon_txbuf *tx;
@@ -565,7 +565,7 @@ ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 	return ret;
 }
 
-ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
+static ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count)
 {
 	struct vcon_port *port = vcon_console_by_vtermno(vtermno);
 	struct vcon_rxbuf *rx;

@@ -40,8 +40,8 @@ static inline int vcon_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 #endif
 }
 
-ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count);
-ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count);
+static ssize_t vcon_get_chars(u32 vtermno, u8 *buf, size_t count);
+static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count);
 
 /* hv_ops counted in ints and chars before 6.6. */
 #ifdef VIRTIO_CONSOLE_OLD_HV_OPS

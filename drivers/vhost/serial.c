@@ -39,7 +39,6 @@
 #define VHOST_SERIAL_WEIGHT		0x80000
 /* Console output kept while the console backend is full or absent. */
 #define VHOST_SERIAL_CONSOLE_BUF	4096
-/* Control messages waiting for guest buffers: base plus per port. */
 /*
  * Zero-copy output: a chain of more pages than this is copied into the
  * pipe instead, so that one chain never pins without bound.
@@ -51,6 +50,7 @@
  * past this, output is copied.
  */
 #define VHOST_SERIAL_ZC_MAX_PINNED	4096
+/* Control messages waiting for guest buffers: base plus per port. */
 #define VHOST_SERIAL_CTRL_BASE		64
 #define VHOST_SERIAL_CTRL_PER_PORT	8
 
