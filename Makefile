@@ -85,7 +85,7 @@ $(BUILD)/%/vhost_serial.ko $(BUILD)/%/virtio_console.ko: $(KERNEL_SRCS) $(VSERIA
 
 modules: $(BUILD)/$(KERNEL)/vhost_serial.ko
 
-selftests: $(VSERIAL_CACHE)/kernels/6.12/env
+selftests: $(VSERIAL_CACHE)/kernels/6.12/env $(VSERIAL_ATTACH)
 	$(MAKE) -C $(SELFTEST_DIR) OUTPUT=$(BUILD)/selftests \
 		KSFT_INC=$(call KCACHE,6.12)/src/tools/testing/selftests \
 		STATIC=1
@@ -149,13 +149,22 @@ INCLUDEDIR	?= $(PREFIX)/include
 MANDIR		?= $(PREFIX)/share/man
 DOCDIR		?= $(PREFIX)/share/doc/vhost-serial
 DKMS_FILES	:= $(KERNEL_SRCS) dkms.conf scripts/dkms-prepare.sh
+VSERIAL_ATTACH	:= $(BUILD)/tools/vserial-attach
 INSTALLED	:= $(MODDIR)/vhost_serial.ko $(MODDIR)/virtio_console.ko \
+		   $(PREFIX)/bin/vserial-attach \
 		   $(INCLUDEDIR)/linux/vhost_serial.h \
 		   $(UDEVRULESDIR)/60-vhost-serial.rules \
 		   $(MANDIR)/man4/vhost-serial.4 \
 		   $(DOCDIR)/examples/modules-load.d/vhost-serial.conf
 
-.PHONY: install uninstall dkms-src check-packaging
+.PHONY: install uninstall dkms-src check-packaging tools
+# tools/vserial: vserial-attach, a port of a running device to a file or
+# socket by hand (through QEMU's monitor).
+tools: $(VSERIAL_ATTACH)
+$(VSERIAL_ATTACH): tools/vserial/vserial-attach.c
+	@mkdir -p $(dir $@)
+	$(CC) -Wall -Wextra -O2 -o $@ $<
+
 $(KVER_BUILD)/vhost_serial.ko $(KVER_BUILD)/virtio_console.ko: $(KERNEL_SRCS)
 	@test -d $(KVER_KDIR) || { echo "no $(KVER_KDIR): install the headers of $(KVER) or set KVER"; exit 1; }
 	@for f in $(KERNEL_SRCS); do mkdir -p $(KVER_BUILD)/$$(dirname $$f); \
@@ -163,7 +172,8 @@ $(KVER_BUILD)/vhost_serial.ko $(KVER_BUILD)/virtio_console.ko: $(KERNEL_SRCS)
 	cd $(KVER_BUILD) && $(TOP)/scripts/dkms-prepare.sh $(KVER)
 	$(MAKE) -C $(KVER_KDIR) M=$(KVER_BUILD) modules
 
-install: $(KVER_BUILD)/vhost_serial.ko $(KVER_BUILD)/virtio_console.ko
+install: $(KVER_BUILD)/vhost_serial.ko $(KVER_BUILD)/virtio_console.ko $(VSERIAL_ATTACH)
+	install -D -m 0755 $(VSERIAL_ATTACH) $(DESTDIR)$(PREFIX)/bin/vserial-attach
 	install -D -m 0644 $(KVER_BUILD)/vhost_serial.ko $(DESTDIR)$(MODDIR)/vhost_serial.ko
 	install -D -m 0644 $(KVER_BUILD)/virtio_console.ko $(DESTDIR)$(MODDIR)/virtio_console.ko
 	install -D -m 0644 include/uapi/linux/vhost_serial.h $(DESTDIR)$(INCLUDEDIR)/linux/vhost_serial.h

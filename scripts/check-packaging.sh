@@ -12,6 +12,10 @@
 #     would), every file where it belongs, depmod's tables, then that root
 #     booted in a VM (install_vmtest.sh): plain modprobe finds the modules
 #     in updates/; make uninstall removes every file again;
+#   - vserial-attach (tools/vserial) against a paused QEMU (Debian's): it
+#     lists the chardevs, reports QEMU's refusals and bad input with its
+#     exit status (the move itself is tested in the guests, hotplug
+#     fixture, with and without vhost=on);
 #   - the documentation: Documentation/virt/vhost-serial.rst through
 #     rst2html --strict, man/vhost-serial.4 through groff -ww;
 #   - with 6.12 among the series: the in-tree series (kernel-series.sh
@@ -53,7 +57,7 @@ run_check() {
 ensure_tools() {
 	local missing=() p
 
-	for p in dkms python3-docutils groff-base kmod unifdef python3-ply \
+	for p in dkms python3-docutils groff-base kmod unifdef python3-ply qemu-system-x86 \
 		 bison flex libelf-dev libssl-dev bc; do
 		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' ||
 			missing+=("$p")
@@ -62,6 +66,45 @@ ensure_tools() {
 	apt-get update -qq >/dev/null 2>&1
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Exit status of "$@" is $1 and its output has $2.
+status_and_output() {
+	local want=$1 text=$2 out rc=0
+
+	shift 2
+	out=$("$@" 2>&1) || rc=$?
+	echo "$* -> $rc: $out"
+	[ "$rc" = "$want" ] && grep -q -- "$text" <<<"$out"
+}
+
+check_attach_tool() {
+	local tool=$TOP/build/tools/vserial-attach d=$WORK/attach log=$LOGDIR/attach-tool.log
+	local q=$WORK/attach/qmp.sock pid i=0
+
+	run_check attach-tool-build "$log.build" make -s -C "$TOP" tools || return
+	rm -rf "$d"
+	mkdir -p "$d"
+	qemu-system-x86_64 -M q35 -accel tcg -nodefaults -display none -S \
+		-qmp "unix:$q,server=on,wait=off" -device virtio-serial-pci,id=vs0 \
+		-chardev "socket,id=p1,path=$d/p1.sock,server=on,wait=off" \
+		-device virtserialport,bus=vs0.0,chardev=p1,name=org.test.p1 \
+		</dev/null >"$log.qemu" 2>&1 &
+	pid=$!
+	while [ ! -S "$q" ] && [ $i -lt 100 ] && kill -0 $pid 2>/dev/null; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	run_check attach-tool-list "$log.list" status_and_output 0 "^p1 " "$tool" -q "$q" list
+	run_check attach-tool-unknown-chardev "$log.unknown" \
+		status_and_output 1 "does not exist" "$tool" -q "$q" attach nosuch null
+	run_check attach-tool-bad-spec "$log.spec" \
+		status_and_output 2 "want file:PATH" "$tool" -q "$q" attach p1 tcp:1
+	run_check attach-tool-no-monitor "$log.nomon" \
+		status_and_output 2 "No such file" "$tool" -q "$d/none.sock" list
+	run_check attach-tool-usage "$log.usage" status_and_output 2 "usage:" "$tool" list
+	kill $pid 2>/dev/null
+	wait $pid 2>/dev/null
 }
 
 check_docs() {
@@ -135,6 +178,7 @@ installed_files_ok() {
 		 usr/local/include/linux/vhost_serial.h \
 		 etc/udev/rules.d/60-vhost-serial.rules \
 		 usr/local/share/man/man4/vhost-serial.4 \
+		 usr/local/bin/vserial-attach \
 		 usr/local/share/doc/vhost-serial/examples/modules-load.d/vhost-serial.conf; do
 		[ -f "$stage/$f" ] || { echo "missing $f"; return 1; }
 	done
@@ -146,7 +190,7 @@ uninstalled_ok() {
 	local stage=$1 left
 
 	left=$(find "$stage" -type f \( -name 'vhost_serial*' -o -name 'vhost-serial*' \
-		-o -path '*/updates/virtio_console.ko' \) -print)
+		-o -name vserial-attach -o -path '*/updates/virtio_console.ko' \) -print)
 	[ -z "$left" ] || { echo "left behind: $left"; return 1; }
 }
 
@@ -177,6 +221,7 @@ main() {
 	mkdir -p "$WORK" "$LOGDIR"
 	ensure_tools || not_ok tools "cannot install the packages this needs"
 	check_docs
+	check_attach_tool
 	for s in $SERIES; do
 		rel=$(sed -n 's/^RELEASE=//p' "$CACHE/kernels/$s/env" 2>/dev/null)
 		if [ -z "$rel" ]; then

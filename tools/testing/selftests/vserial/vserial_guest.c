@@ -363,6 +363,9 @@ static int print_qemu_args(const char *gname, const char *dir,
 	}
 	if (g->vsock)
 		printf("-device\nvhost-vsock-pci,guest-cid=%u\n", VSOCK_GUEST_CID);
+	/* A second monitor, for tools run by hand (vserial-attach). */
+	printf("-chardev\nsocket,id=toolqmp,path=%s/tool-qmp.sock,server=on,wait=off\n"
+	       "-mon\nchardev=toolqmp,mode=control\n", dir);
 	return 0;
 }
 
@@ -1404,6 +1407,117 @@ static void cmd_chardev_del(struct host *h, struct request *rq)
 				     sizeof(err)), err);
 }
 
+/*
+ * ATTACH CHARDEV file|null|socket:PATH: runs the tool that attaches a port
+ * of the running device by hand (tools/vserial/vserial-attach, found in
+ * $VSERIAL_ATTACH) on QEMU's second monitor, DIR/tool-qmp.sock; "file"
+ * is DIR/CHARDEV.out, made anew.  Replies "ERR SKIP ..." without the tool.
+ */
+static void cmd_attach(struct host *h, struct request *rq)
+{
+	char qmp[sizeof(h->dir) + 16], spec[sizeof(h->dir) + 128];
+	const char *tool = getenv("VSERIAL_ATTACH");
+	char out[512];
+	size_t len = 0;
+	int pfd[2], status = 0;
+	ssize_t n;
+	pid_t pid;
+
+	if (rq->argc < 2 || strchr(rq->argv[0], '/')) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	if (!tool || access(tool, X_OK)) {
+		host_reply(h, rq->tag, "ERR SKIP no vserial-attach (VSERIAL_ATTACH unset)");
+		return;
+	}
+	snprintf(qmp, sizeof(qmp), "%s/tool-qmp.sock", h->dir);
+	if (!strcmp(rq->argv[1], "file")) {
+		snprintf(spec, sizeof(spec), "file:%s/%s.out", h->dir, rq->argv[0]);
+		unlink(spec + 5);
+	} else {
+		snprintf(spec, sizeof(spec), "%s", rq->argv[1]);
+	}
+	if (pipe2(pfd, O_CLOEXEC)) {
+		reply_status(h, rq, -errno, "pipe");
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		dup2(pfd[1], 2);
+		execl(tool, tool, "-q", qmp, "attach", rq->argv[0], spec,
+		      (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (pid > 0 && len + 1 < sizeof(out) &&
+	       (n = read(pfd[0], out + len, sizeof(out) - 1 - len)) > 0)
+		len += n;
+	out[len] = '\0';
+	close(pfd[0]);
+	if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+		reply_status(h, rq, -ECHILD, tool);
+		return;
+	}
+	for (n = 0; n < (ssize_t)len; n++)
+		if (out[n] == '\n')
+			out[n] = ' ';
+	hlog(h, "%s %s %s: status %d %s", tool, rq->argv[0], spec, status, out);
+	if (WIFEXITED(status) && !WEXITSTATUS(status))
+		host_reply(h, rq->tag, "OK");
+	else
+		host_reply(h, rq->tag, "ERR exit %d: %s", WIFEXITED(status) ?
+			   WEXITSTATUS(status) : -1, out);
+}
+
+/*
+ * FILE_SHA CHARDEV LEN TIMEOUT_MS: waits until DIR/CHARDEV.out holds LEN
+ * bytes; "OK size=N sha=SHA1-of-the-first-LEN".  Blocks the host program
+ * for at most TIMEOUT_MS (10 s), which only file-port tests use.
+ */
+static void cmd_file_sha(struct host *h, struct request *rq)
+{
+	char path[sizeof(h->dir) + 80], hex[41], buf[4096];
+	unsigned long long want, got;
+	int64_t deadline;
+	struct sha1 sha;
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if (rq->argc < 3 || strchr(rq->argv[0], '/')) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/%s.out", h->dir, rq->argv[0]);
+	want = strtoull(rq->argv[1], NULL, 0);
+	deadline = now_ms() + (atoi(rq->argv[2]) < 10000 ? atoi(rq->argv[2]) : 10000);
+	while (stat(path, &st) || (unsigned long long)st.st_size < want) {
+		if (!remaining_ms(deadline)) {
+			host_reply(h, rq->tag, "ERR timed out: %s has %lld bytes", path,
+				   stat(path, &st) ? -1LL : (long long)st.st_size);
+			return;
+		}
+		sleep_ms(10);
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		reply_status(h, rq, -errno, path);
+		return;
+	}
+	sha1_init(&sha);
+	for (got = 0; got < want; got += n) {
+		n = read(fd, buf, want - got < sizeof(buf) ? want - got : sizeof(buf));
+		if (n <= 0)
+			break;
+		sha1_update(&sha, buf, n);
+	}
+	close(fd);
+	sha1_hex_final(&sha, hex);
+	host_reply(h, rq->tag, "OK size=%lld sha=%s", (long long)st.st_size, hex);
+}
+
 static bool all_digits(const char *s)
 {
 	if (!*s)
@@ -1512,6 +1626,8 @@ static const struct {
 	{ "CHARDEV_DEL", cmd_chardev_del },
 	{ "DEVICE_ADD", cmd_device_add },
 	{ "DEVICE_DEL", cmd_device_del },
+	{ "ATTACH", cmd_attach },
+	{ "FILE_SHA", cmd_file_sha },
 	{ "BYE", cmd_bye },
 };
 
@@ -3718,6 +3834,42 @@ TEST_F_TIMEOUT(hotplug, hotplugged_port_appears_works_and_goes_away, 120)
 	snprintf(path, sizeof(path), SYS_PORTS "/%s", vp.sysname);
 	EXPECT_EQ(0, wait_path_gone(path, PLUG_TIMEOUT_MS)) TH_LOG("%s stays", path);
 	EXPECT_EQ(0, hp_del_chardev(self, "h6"));
+}
+
+/*
+ * tools/vserial/vserial-attach moves a port of the running device to a
+ * file by hand, through QEMU's monitor (chardev-change): what the guest
+ * writes afterwards lands in the file, byte for byte.  With vhost=on the
+ * file's descriptor goes to the kernel's device.
+ */
+TEST_F_TIMEOUT(hotplug, attach_tool_moves_a_port_to_a_file, 120)
+{
+	static const char text[] = "vserial-attach moved this port to a file\n";
+	char hex[41], want[80];
+	struct sha1 sha;
+	struct vport vp;
+	int ret;
+
+	ASSERT_EQ(0, hp_add_port(self, "ha", "vs0.0", HP_NR_A, NULL)) TH_LOG("host: %s", host_said);
+	ASSERT_EQ(0, wait_port("ha", &vp, PLUG_TIMEOUT_MS)) TH_LOG("port never appeared");
+	self->fd = open_port("ha", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("ha", self->fd)) TH_LOG("host: %s", host_said);
+	ret = HOST("ATTACH ha file");
+	if (ret && !strncmp(host_said, "ERR SKIP ", 9))
+		SKIP(return, "%.200s", host_said + 9);
+	ASSERT_EQ(0, ret) TH_LOG("host: %s", host_said);
+	/* A file is always there: the port is open on the host side. */
+	ASSERT_EQ(0, wait_host_state(self->fd, true, STATE_TIMEOUT_MS));
+	ASSERT_EQ((ssize_t)strlen(text), write(self->fd, text, strlen(text)));
+	ASSERT_EQ(0, host_cmd_t(DATA_TIMEOUT_MS + 5000, "FILE_SHA ha %zu %d",
+				strlen(text), DATA_TIMEOUT_MS))
+		TH_LOG("host: %s", host_said);
+	sha1_init(&sha);
+	sha1_update(&sha, text, strlen(text));
+	sha1_hex_final(&sha, hex);
+	snprintf(want, sizeof(want), "size=%zu sha=%s", strlen(text), hex);
+	EXPECT_STREQ(want, host_said);
 }
 
 TEST_F_TIMEOUT(hotplug, unplug_wakes_blocked_reader_with_enodev, 120)
