@@ -893,8 +893,13 @@ static long vs_now_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * Moves the flows until they are done.  Without progress for timeout_ms:
+ * 0 if stop_when_idle, else -ETIMEDOUT.  A deadline (vs_now_ms() time, 0
+ * for none) ends it with -ETIMEDOUT however busy the flows are.
+ */
 static int vs_pump_loop(struct vs_flow *flows, unsigned int n,
-			int timeout_ms, bool stop_when_idle)
+			int timeout_ms, bool stop_when_idle, long deadline)
 {
 	struct pollfd *p = calloc(2 * n, sizeof(*p));
 	bool *is_call = calloc(2 * n, sizeof(*is_call));
@@ -915,6 +920,10 @@ static int vs_pump_loop(struct vs_flow *flows, unsigned int n,
 					     vs_step_h2g(&flows[i], &progress);
 		if (ret)
 			break;
+		if (deadline && vs_now_ms() >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
 		if (progress) {
 			last = vs_now_ms();
 			continue;
@@ -939,12 +948,17 @@ static int vs_pump_loop(struct vs_flow *flows, unsigned int n,
 
 int vs_pump(struct vs_flow *flows, unsigned int n, int timeout_ms)
 {
-	return vs_pump_loop(flows, n, timeout_ms, false);
+	return vs_pump_loop(flows, n, timeout_ms, false, 0);
 }
 
 int vs_pump_until_idle(struct vs_flow *flows, unsigned int n, int idle_ms)
 {
-	return vs_pump_loop(flows, n, idle_ms, true);
+	return vs_pump_loop(flows, n, idle_ms, true, 0);
+}
+
+int vs_pump_for(struct vs_flow *flows, unsigned int n, int ms)
+{
+	return vs_pump_loop(flows, n, VS_TIMEOUT_MS, false, vs_now_ms() + ms);
 }
 
 bool vs_flow_match(struct vs_flow *f)

@@ -175,6 +175,8 @@ int vs_flow_init_sized(struct vs_flow *f, struct vs_dev *d, unsigned int port,
 		       size_t buf_size, unsigned int nbufs);
 /* 0 when every flow completed; -ETIMEDOUT, -EIO otherwise. */
 int vs_pump(struct vs_flow *flows, unsigned int n, int timeout_ms);
+/* Run for ms milliseconds at most: 0 if done by then, else -ETIMEDOUT. */
+int vs_pump_for(struct vs_flow *flows, unsigned int n, int ms);
 /* Run until no flow makes progress for idle_ms (back-pressure checks). */
 int vs_pump_until_idle(struct vs_flow *flows, unsigned int n, int idle_ms);
 bool vs_flow_match(struct vs_flow *f);

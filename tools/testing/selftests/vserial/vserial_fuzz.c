@@ -833,6 +833,71 @@ TEST_F_TIMEOUT(fuzz, hotplug_backends_events_while_eight_ports_move_data, 600)
 	ASSERT_EQ(0, fresh_device_works());
 }
 
+/* ---- closing under load --------------------------------------------------- */
+
+#define CLOSE_ROUNDS		40
+#define CLOSE_PORTS		4
+#define CLOSE_BYTES		(16ULL << 20)
+
+/*
+ * The device is closed while its worker moves data on every port, both
+ * ways: guest buffers posted, sockets with data to read and room to
+ * write, and port 0's output going by reference into a pipe (pages
+ * pinned in it).  Each round pumps for a random few milliseconds, then
+ * closes at once.  Closing must stop the worker and give back every
+ * backend and pinned page; the runner's kernel-log check (and kmemleak on
+ * the debug kernel) sees what it did not.
+ */
+TEST_F_TIMEOUT(fuzz, close_while_ports_move_data, 600)
+{
+	struct vs_port_info info[CLOSE_PORTS];
+	struct vs_flow f[2 * CLOSE_PORTS];
+	int sv[CLOSE_PORTS][2], zc[2];
+	unsigned int round, i, timeouts = 0;
+	struct vs_dev d;
+	int ret;
+
+	REQUIRE_DEVICE();
+	for (round = 0; round < CLOSE_ROUNDS; round++) {
+		ASSERT_EQ(0, vs_bring_up(&d, CLOSE_PORTS, CLOSE_PORTS, info));
+		ASSERT_EQ(0, pipe2(zc, O_NONBLOCK | O_CLOEXEC));
+		for (i = 0; i < CLOSE_PORTS; i++) {
+			ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+						SOCK_CLOEXEC, 0, sv[i]));
+			if (i == 0) {
+				ASSERT_EQ(0, vs_set_backend_flags(&d, i, sv[i][0], zc[1],
+								  VHOST_SERIAL_BACKEND_F_ZEROCOPY));
+			} else {
+				ASSERT_EQ(0, vs_set_backend(&d, i, sv[i][0], sv[i][0]));
+			}
+			ASSERT_EQ(0, vs_guest_open(&d, i, true));
+			ASSERT_EQ(0, vs_flow_init(&f[2 * i], &d, i, true,
+						  i == 0 ? zc[0] : sv[i][1],
+						  CLOSE_BYTES, 300 + i));
+			ASSERT_EQ(0, vs_flow_init(&f[2 * i + 1], &d, i, false,
+						  sv[i][1], CLOSE_BYTES, 400 + i));
+		}
+		ret = vs_pump_for(f, 2 * CLOSE_PORTS, 5 + below(&self->rng, 30));
+		EXPECT_TRUE(ret == 0 || ret == -ETIMEDOUT) TH_LOG("pump: %d", ret);
+		timeouts += ret == -ETIMEDOUT;
+		/* The worker is still busy with what the pump left posted. */
+		vs_close(&d);
+		for (i = 0; i < 2 * CLOSE_PORTS; i++)
+			vs_flow_free(&f[i]);
+		for (i = 0; i < CLOSE_PORTS; i++) {
+			close(sv[i][0]);
+			close(sv[i][1]);
+		}
+		close(zc[0]);
+		close(zc[1]);
+	}
+	/* Rounds that finished before the close tested nothing. */
+	EXPECT_LT(CLOSE_ROUNDS / 2, timeouts);
+	ksft_print_msg("close: %u of %u closes while data was moving\n",
+		       timeouts, CLOSE_ROUNDS);
+	ASSERT_EQ(0, fresh_device_works());
+}
+
 /* ---- allocation failures -------------------------------------------------- */
 
 static int write_str(const char *path, const char *val)
