@@ -63,6 +63,9 @@ readonly SELFTEST_PROGS="vserial_test vserial_fuzz"
 # Copies of the programs, so that every kernel runs the same binaries even
 # if they are rebuilt while the check runs.
 readonly PROG_COPIES=$BUILD/check-progs
+# tools/vserial/vserial-attach, which the guest tests' host program runs
+# (built with the selftests; its test SKIPs without it).
+export VSERIAL_ATTACH=$BUILD/tools/vserial-attach
 readonly VMTEST=$TOP/tools/testing/selftests/vserial/vmtest.sh
 readonly VM_TIMEOUT=${VMTEST_TIMEOUT:-1200}
 readonly DEFAULT_KERNELS="6.12 6.1"
@@ -569,6 +572,7 @@ run_e2e_host() {
 	"$E2E_RUNNER" -k "$host" -m "$BUILD/$host/vhost_serial.ko" -l "$log" \
 		-T $((E2E_L2_TIMEOUT * (n + 1))) \
 		/usr/bin/env QEMU="$qemu" VSERIAL_CACHE="${VSERIAL_CACHE:-/var/cache/vhost-serial}" \
+		VSERIAL_ATTACH="$VSERIAL_ATTACH" \
 		"$E2E_SUITE" -k "$E2E_GUEST_SERIES" \
 		-d "$BUILD/$E2E_GUEST_SERIES/virtio_console.ko" -b "$guest_prog" \
 		-o vhost=on -m "$E2E_BULK_MIB" -T "$E2E_L2_TIMEOUT" "${gargs[@]}" \
