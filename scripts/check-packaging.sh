@@ -57,7 +57,7 @@ run_check() {
 ensure_tools() {
 	local missing=() p
 
-	for p in dkms python3-docutils groff-base kmod unifdef python3-ply qemu-system-x86 \
+	for p in dkms python3-docutils groff-base kmod unifdef qemu-system-x86 \
 		 bison flex libelf-dev libssl-dev bc; do
 		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' ||
 			missing+=("$p")
