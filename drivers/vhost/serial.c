@@ -12,6 +12,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bvec.h>
+#include <linux/debugfs.h>
 #include <linux/eventfd.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -21,7 +22,9 @@
 #include <linux/net.h>
 #include <linux/pipe_fs_i.h>
 #include <linux/poll.h>
+#include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/splice.h>
@@ -162,6 +165,7 @@ struct vhost_serial_port {
 	struct vhost_serial_bpoll in_poll;
 	u64 rx_bytes;
 	u64 rx_bufs;
+	u32 used_extra;		/* fault injection: see vhost_serial_inject */
 
 	/* Guarded by the port's tx vq mutex. */
 	struct file *out;
@@ -206,6 +210,8 @@ struct vhost_serial {
 	struct llist_head zc_done;
 	struct llist_head zc_stopped;	/* released while the device stopped */
 	struct vhost_work zc_work;
+
+	struct dentry *debugfs;
 };
 
 static inline u32 vhost_serial_rx_vq_index(u32 id)
@@ -819,6 +825,10 @@ static ssize_t vhost_serial_rx_chain(void *ctx, struct vhost_virtqueue *vq,
 	if (ret > 0) {
 		port->rx_bytes += ret;
 		port->rx_bufs++;
+		if (unlikely(port->used_extra)) {
+			ret += port->used_extra;
+			port->used_extra = 0;
+		}
 		return ret;
 	}
 	/* -EAGAIN: in_poll runs us again when data comes. */
@@ -2360,6 +2370,144 @@ static long vhost_serial_dev_ioctl(struct file *f, unsigned int ioctl,
 	}
 }
 
+/* ---- fault injection (debugfs) ------------------------------------------ */
+
+/*
+ * A guest driver must survive a device that breaks the protocol, and QEMU's
+ * device never does.  So that tests of guest drivers can see it happen, the
+ * device can be told to, by root, through debugfs:
+ *
+ *   vhost-serial/<pid>-<n>/ports    "<id> <name>" for each port present
+ *   vhost-serial/<pid>-<n>/inject   one command per write:
+ *     ctrl ID EVENT VALUE [NAME]    queue a control message as given; NAME
+ *                                   goes out as is, without a terminator
+ *     used_extra ID BYTES           report the next buffer that port ID
+ *                                   fills for the guest BYTES longer
+ *
+ * <pid> is the process that opened /dev/vhost-serial.  Nothing here is
+ * reachable by a guest or by the VMM's ioctls.
+ */
+#define VHOST_SERIAL_INJECT_MAX		(48 + VHOST_SERIAL_NAME_MAX)
+#define VHOST_SERIAL_USED_EXTRA_MAX	SZ_1G
+
+static struct dentry *vhost_serial_debugfs;
+static atomic_t vhost_serial_debugfs_seq = ATOMIC_INIT(0);
+
+static int vhost_serial_ports_show(struct seq_file *m, void *v)
+{
+	struct vhost_serial *vs = m->private;
+	struct vhost_serial_port *port;
+	u32 i;
+
+	if (!vhost_serial_ready(vs))
+		return 0;
+	mutex_lock(&vs->port_lock);
+	for (i = 0; i < vs->nr_ports; i++) {
+		port = &vs->ports[i];
+		if (port->present)
+			seq_printf(m, "%u %.*s\n", i, port->name_len, port->name);
+	}
+	mutex_unlock(&vs->port_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(vhost_serial_ports);
+
+static int vhost_serial_inject_ctrl(struct vhost_serial *vs, char *args)
+{
+	struct vhost_serial_ctrl_msg *msg;
+	char *id_s, *event_s, *value_s;
+	u16 event, value;
+	size_t len;
+	u32 id;
+
+	id_s = strsep(&args, " ");
+	event_s = strsep(&args, " ");
+	value_s = strsep(&args, " ");
+	if (!value_s || kstrtou32(id_s, 0, &id) ||
+	    kstrtou16(event_s, 0, &event) || kstrtou16(value_s, 0, &value))
+		return -EINVAL;
+	len = args ? strlen(args) : 0;
+	if (len > VHOST_SERIAL_NAME_MAX)
+		return -ENAMETOOLONG;
+	msg = vhost_serial_ctrl_alloc(id, event, value, len);
+	if (!msg)
+		return -ENOMEM;
+	memcpy(msg->name, args, len);
+	return vhost_serial_ctrl_queue(vs, msg);
+}
+
+static int vhost_serial_inject_used_extra(struct vhost_serial *vs, char *args)
+{
+	struct vhost_serial_port *port;
+	struct vhost_virtqueue *vq;
+	char *id_s;
+	u32 id, extra;
+
+	id_s = strsep(&args, " ");
+	if (!args || kstrtou32(id_s, 0, &id) || kstrtou32(args, 0, &extra))
+		return -EINVAL;
+	if (extra > VHOST_SERIAL_USED_EXTRA_MAX)
+		return -ERANGE;
+	port = vhost_serial_lookup(vs, id);
+	if (!port)
+		return -ENOENT;
+	vq = vhost_serial_port_rx_vq(port);
+	mutex_lock(&vq->mutex);
+	port->used_extra = extra;
+	mutex_unlock(&vq->mutex);
+	return 0;
+}
+
+static ssize_t vhost_serial_inject_write(struct file *f, const char __user *ubuf,
+					 size_t count, loff_t *ppos)
+{
+	struct vhost_serial *vs = f->private_data;
+	char buf[VHOST_SERIAL_INJECT_MAX + 1];
+	char *args, *cmd;
+	int ret;
+
+	if (count > VHOST_SERIAL_INJECT_MAX)
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	buf[count] = '\0';
+	/* Queues and ports exist once the VMM has set the number of ports. */
+	if (!vhost_serial_ready(vs))
+		return -ENODEV;
+	args = strim(buf);
+	cmd = strsep(&args, " ");
+	if (!args)
+		return -EINVAL;
+	if (!strcmp(cmd, "ctrl"))
+		ret = vhost_serial_inject_ctrl(vs, args);
+	else if (!strcmp(cmd, "used_extra"))
+		ret = vhost_serial_inject_used_extra(vs, args);
+	else
+		ret = -EINVAL;
+	return ret ? ret : count;
+}
+
+static const struct file_operations vhost_serial_inject_fops = {
+	.owner	= THIS_MODULE,
+	.open	= simple_open,
+	.write	= vhost_serial_inject_write,
+	.llseek	= noop_llseek,
+};
+
+/* debugfs may be absent or fail: the device works the same without it. */
+static void vhost_serial_debugfs_add(struct vhost_serial *vs)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "%d-%d", task_tgid_vnr(current),
+		 atomic_inc_return(&vhost_serial_debugfs_seq));
+	vs->debugfs = debugfs_create_dir(name, vhost_serial_debugfs);
+	debugfs_create_file("ports", 0400, vs->debugfs, vs,
+			    &vhost_serial_ports_fops);
+	debugfs_create_file("inject", 0200, vs->debugfs, vs,
+			    &vhost_serial_inject_fops);
+}
+
 /* ---- open and release ----------------------------------------------------- */
 
 static int vhost_serial_dev_open(struct inode *inode, struct file *f)
@@ -2382,6 +2530,7 @@ static int vhost_serial_dev_open(struct inode *inode, struct file *f)
 	spin_lock_init(&vs->ctrl_lock);
 	INIT_LIST_HEAD(&vs->ctrl_pending);
 	vhost_work_init(&vs->ctrl_work, vhost_serial_ctrl_work);
+	vhost_serial_debugfs_add(vs);
 	f->private_data = vs;
 	return 0;
 }
@@ -2410,6 +2559,8 @@ static int vhost_serial_dev_release(struct inode *inode, struct file *f)
 {
 	struct vhost_serial *vs = f->private_data;
 
+	/* Waits for writers of inject: none runs into the teardown. */
+	debugfs_remove(vs->debugfs);
 	if (vhost_serial_ready(vs)) {
 		mutex_lock(&vs->dev.mutex);
 		vs->running = false;
@@ -2449,7 +2600,25 @@ static struct miscdevice vhost_serial_misc = {
 	.name = "vhost-serial",
 	.fops = &vhost_serial_fops,
 };
-module_misc_device(vhost_serial_misc);
+
+static int __init vhost_serial_init(void)
+{
+	int ret;
+
+	vhost_serial_debugfs = debugfs_create_dir("vhost-serial", NULL);
+	ret = misc_register(&vhost_serial_misc);
+	if (ret)
+		debugfs_remove(vhost_serial_debugfs);
+	return ret;
+}
+module_init(vhost_serial_init);
+
+static void __exit vhost_serial_exit(void)
+{
+	misc_deregister(&vhost_serial_misc);
+	debugfs_remove(vhost_serial_debugfs);
+}
+module_exit(vhost_serial_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("vhost virtio-console (virtio-serial) device");
