@@ -162,6 +162,8 @@ mount -t devpts devpts /host/dev/pts 2>/dev/null
 mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
 mount -t proc proc /host/proc || fatal "proc"
 mount -t sysfs sysfs /host/sys || fatal "sysfs"
+# The module's fault injection, for the guest driver's malicious tests.
+mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null
 ip link set lo up 2>/dev/null
 echo "E2E-READY $(uname -r)"
 chroot /host /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp \

@@ -1628,6 +1628,91 @@ static void cmd_device_del(struct host *h, struct request *rq)
 	reply_status(h, rq, ret, err[0] ? err : NULL);
 }
 
+/* Where the vhost-serial module lets root make a device misbehave. */
+#define VHOST_SERIAL_DEBUGFS	"/sys/kernel/debug/vhost-serial"
+
+/*
+ * Finds the debugfs directory of the vhost-serial device that has a port
+ * named @name: its "ports" file lists "<id> <name>" lines.
+ */
+static int inject_dir(const char *name, char *dir, size_t size)
+{
+	char path[PATH_MAX], line[256];
+	struct dirent *e;
+	int ret = -ENOENT;
+	char *sp;
+	FILE *f;
+	DIR *d;
+
+	d = opendir(VHOST_SERIAL_DEBUGFS);
+	if (!d)
+		return -ENOENT;
+	while (ret && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), VHOST_SERIAL_DEBUGFS "/%s/ports",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (ret && fgets(line, sizeof(line), f)) {
+			line[strcspn(line, "\n")] = '\0';
+			sp = strchr(line, ' ');
+			if (sp && !strcmp(sp + 1, name)) {
+				snprintf(dir, size, VHOST_SERIAL_DEBUGFS "/%s",
+					 e->d_name);
+				ret = 0;
+			}
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return ret;
+}
+
+/*
+ * INJECT PORTNAME COMMAND...: COMMAND goes to the "inject" file of the
+ * vhost-serial device that has port PORTNAME (see drivers/vhost/serial.c).
+ * Without vhost=on there is no such device: QEMU's own device cannot be
+ * made to break the protocol, and the reply says SKIP.
+ */
+static void cmd_inject(struct host *h, struct request *rq)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16], cmd[CTL_LINE_MAX] = "";
+	ssize_t n;
+	int i, fd, ret;
+
+	if (rq->argc < 2) {
+		host_reply(h, rq->tag, "ERR usage");
+		return;
+	}
+	ret = inject_dir(rq->argv[0], dir, sizeof(dir));
+	if (ret && !(h->devopts && strstr(h->devopts, "vhost=on"))) {
+		host_reply(h, rq->tag,
+			   "ERR SKIP only a vhost-serial device (vhost=on) can be told to break the protocol");
+		return;
+	}
+	if (ret) {
+		reply_status(h, rq, ret, "no vhost-serial device in debugfs has that port");
+		return;
+	}
+	for (i = 1; i < rq->argc; i++) {
+		if (i > 1)
+			strcat(cmd, " ");
+		strcat(cmd, rq->argv[i]);
+	}
+	snprintf(path, sizeof(path), "%s/inject", dir);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		reply_status(h, rq, -errno, path);
+		return;
+	}
+	n = write(fd, cmd, strlen(cmd));
+	ret = n < 0 ? -errno : 0;
+	close(fd);
+	reply_status(h, rq, ret, cmd);
+}
+
 static void cmd_hello(struct host *h, struct request *rq)
 {
 	host_reply(h, rq->tag, "OK vserial-host");
@@ -1663,6 +1748,7 @@ static const struct {
 	{ "ATTACH", cmd_attach },
 	{ "RESIZE", cmd_resize },
 	{ "FILE_SHA", cmd_file_sha },
+	{ "INJECT", cmd_inject },
 	{ "BYE", cmd_bye },
 };
 
@@ -4119,27 +4205,167 @@ TEST_F_TIMEOUT(malicious, oversized_port_name_is_handled, 120)
 	DUPLEX_CHECK(&x, 60000);
 }
 
+/*
+ * The cases below need a device that breaks the protocol on request: the
+ * vhost-serial module does (its debugfs "inject" file, reached through the
+ * host's INJECT request), QEMU's own device cannot, so they SKIP there.
+ * Each injects, then connects the host end of p2: the PORT_OPEN follows the
+ * injected messages on the control queue, so once the guest sees p2
+ * connected it has handled them.  Then p2 must still carry checked data.
+ */
+#define INJECT(...) do {						\
+	int __r = HOST("INJECT " PORT_PREFIX "p2 " __VA_ARGS__);	\
+	if (__r && !strncmp(host_said, "ERR SKIP ", 9))			\
+		SKIP(return, "%.200s", host_said + 9);			\
+	ASSERT_EQ(0, __r) TH_LOG("host: %s", host_said);		\
+} while (0)
+
+/* p2 of the group's first device: its port number and max_ports. */
+static int malicious_p2(struct vport *vp, unsigned int *max_ports)
+{
+	const struct topo_dev *dev;
+
+	if (!topo_find(cur_group, "p2", &dev))
+		return -ENOENT;
+	*max_ports = dev->max_ports;
+	return find_port("p2", vp);
+}
+
+static int malicious_open_p2(int *fd)
+{
+	*fd = open_port("p2", O_RDWR);
+	return *fd < 0 ? *fd : 0;
+}
+
+static bool port_nr_exists(const struct vport *p2, unsigned int nr)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), SYS_PORTS "/vport%up%u", p2->devidx, nr);
+	return path_exists(path);
+}
+
+#define MALICIOUS_P2_STILL_WORKS(self) do {				\
+	static struct duplex __x;					\
+	ASSERT_EQ(0, connect_host("p2", (self)->fd))			\
+		TH_LOG("host: %s", host_said);				\
+	ASSERT_EQ(0, duplex_start(&__x, "p2", (self)->fd, 256 * 1024, 500)); \
+	DUPLEX_CHECK(&__x, 60000);					\
+} while (0)
+
 TEST_F(malicious, control_message_for_missing_port)
 {
-	SKIP(return, "QEMU 7.2 only names ports it has; the host module's selftest device sends it");
+	unsigned int max_ports;
+	struct vport p2;
+
+	ASSERT_EQ(0, malicious_p2(&p2, &max_ports));
+	ASSERT_FALSE(port_nr_exists(&p2, HP_NR_A));
+	ASSERT_EQ(0, malicious_open_p2(&self->fd));
+	INJECT("ctrl %u %u 1", HP_NR_A, VIRTIO_CONSOLE_PORT_OPEN);
+	INJECT("ctrl %u %u 0", HP_NR_A, VIRTIO_CONSOLE_RESIZE);
+	INJECT("ctrl %u %u 1 ghost", HP_NR_A, VIRTIO_CONSOLE_PORT_NAME);
+	INJECT("ctrl %u %u 1", HP_NR_A, VIRTIO_CONSOLE_CONSOLE_PORT);
+	INJECT("ctrl %u %u 1", HP_NR_A, VIRTIO_CONSOLE_PORT_REMOVE);
+	INJECT("ctrl 4294967295 %u 1", VIRTIO_CONSOLE_PORT_OPEN);
+	INJECT("ctrl %u 65535 1", p2.nr);
+	MALICIOUS_P2_STILL_WORKS(self);
+	EXPECT_FALSE(port_nr_exists(&p2, HP_NR_A));
 }
 
 TEST_F(malicious, port_add_beyond_max_nr_ports)
 {
-	SKIP(return, "QEMU 7.2 checks port numbers against max_ports; "
-	     "the host module's selftest device sends it");
+	unsigned int max_ports;
+	struct vport p2;
+
+	ASSERT_EQ(0, malicious_p2(&p2, &max_ports));
+	ASSERT_EQ(0, malicious_open_p2(&self->fd));
+	INJECT("ctrl %u %u 1", max_ports, VIRTIO_CONSOLE_PORT_ADD);
+	INJECT("ctrl 4294967295 %u 1", VIRTIO_CONSOLE_PORT_ADD);
+	MALICIOUS_P2_STILL_WORKS(self);
+	EXPECT_FALSE(port_nr_exists(&p2, max_ports));
 }
 
+/* A second PORT_ADD for an open port: the open port stays as it was. */
 TEST_F(malicious, duplicate_port_add_while_running)
 {
-	SKIP(return, "QEMU 7.2 repeats PORT_ADD only after DEVICE_READY (pm.* covers that); "
-	     "the host module's selftest device sends it at any time");
+	unsigned int max_ports;
+	struct vport p2, again;
+	struct stat before, after;
+
+	ASSERT_EQ(0, malicious_p2(&p2, &max_ports));
+	ASSERT_EQ(0, malicious_open_p2(&self->fd));
+	ASSERT_EQ(0, fstat(self->fd, &before));
+	INJECT("ctrl %u %u 1", p2.nr, VIRTIO_CONSOLE_PORT_ADD);
+	INJECT("ctrl %u %u 1", p2.nr, VIRTIO_CONSOLE_PORT_ADD);
+	MALICIOUS_P2_STILL_WORKS(self);
+	ASSERT_EQ(0, find_port("p2", &again));
+	EXPECT_EQ(p2.nr, again.nr);
+	ASSERT_EQ(0, stat(again.dev, &after));
+	EXPECT_EQ(before.st_rdev, after.st_rdev);
 }
 
+/*
+ * A port the device announces, then names without a terminator: the name
+ * shows exactly, nothing after it.  The device has no such port, so the
+ * guest's PORT_READY for it goes nowhere: the device must not mind either.
+ */
+TEST_F(malicious, name_without_terminator)
+{
+	static const char name[] = "unterminated";
+	char path[PATH_MAX], shown[128];
+	unsigned int max_ports;
+	struct vport p2;
+	int len;
+
+	ASSERT_EQ(0, malicious_p2(&p2, &max_ports));
+	ASSERT_FALSE(port_nr_exists(&p2, HP_NR_A));
+	ASSERT_EQ(0, malicious_open_p2(&self->fd));
+	INJECT("ctrl %u %u 1", HP_NR_A, VIRTIO_CONSOLE_PORT_ADD);
+	INJECT("ctrl %u %u 1 %s", HP_NR_A, VIRTIO_CONSOLE_PORT_NAME, name);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	snprintf(path, sizeof(path), SYS_PORTS "/vport%up%u/name", p2.devidx, HP_NR_A);
+	len = read_text(path, shown, sizeof(shown));
+	INJECT("ctrl %u %u 1", HP_NR_A, VIRTIO_CONSOLE_PORT_REMOVE);
+	ASSERT_EQ((int)strlen(name), len) TH_LOG("%s: %d bytes", path, len);
+	EXPECT_EQ(0, memcmp(shown, name, len));
+	ASSERT_EQ(0, disconnect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	MALICIOUS_P2_STILL_WORKS(self);
+	EXPECT_FALSE(port_nr_exists(&p2, HP_NR_A));
+}
+
+/*
+ * The device reports a receive buffer longer than it is: the guest reads
+ * no more than the buffer holds, and the stream goes on.
+ */
 TEST_F(malicious, data_used_length_larger_than_buffer)
 {
-	SKIP(return, "QEMU 7.2 reports exact lengths on data queues; "
-	     "the host module's selftest device sends it");
+	static char buf[4 * MiB];
+	unsigned int max_ports;
+	struct pollfd pfd;
+	struct stream st;
+	char want[64];
+	struct vport p2;
+	ssize_t n;
+
+	ASSERT_EQ(0, malicious_p2(&p2, &max_ports));
+	ASSERT_EQ(0, malicious_open_p2(&self->fd));
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	INJECT("used_extra %u %u", p2.nr, 1U << 30);
+	ASSERT_HOST("SEND p2 %zu 77", sizeof(want));
+	ASSERT_HOST("WAIT p2 %d", DATA_TIMEOUT_MS);
+	n = read(self->fd, buf, sizeof(buf));
+	ASSERT_LE((ssize_t)sizeof(want), n) TH_LOG("read: %s", strerror(errno));
+	EXPECT_GT((ssize_t)sizeof(buf), n);
+	stream_init(&st, 77);
+	stream_fill(&st, want, sizeof(want));
+	EXPECT_EQ(0, memcmp(buf, want, sizeof(want)));
+	TH_LOG("a %zu-byte send reported 1 GiB longer reads as %zd bytes",
+	       sizeof(want), n);
+	pfd.fd = self->fd;
+	pfd.events = POLLIN;
+	EXPECT_EQ(0, poll(&pfd, 1, 0)) TH_LOG("more data than the device wrote");
+	ASSERT_EQ(0, disconnect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	MALICIOUS_P2_STILL_WORKS(self);
 }
 
 /* ==== tests: suspend and resume ============================================ */
