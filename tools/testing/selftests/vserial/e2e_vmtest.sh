@@ -184,7 +184,7 @@ run_vm() {
 	: >"$logfile"
 	exec 9>"$LOCK"
 	flock -w "$timeout" 9 || die "another VM holds $LOCK"
-	timeout --kill-after=10 "$timeout" "$QEMU" -accel tcg -cpu max \
+	timeout --kill-after=10 "$timeout" "$QEMU" -accel tcg -cpu "$(vm_cpu_model "$QEMU")" \
 		-m "$L1_MEM" -smp "$smp" -nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
 		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs" \

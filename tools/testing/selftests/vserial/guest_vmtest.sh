@@ -420,14 +420,6 @@ EOT
 	log "initramfs for $release: modules ${modules[*]:-(all built in)}, driver $driver"
 }
 
-cpu_model() {
-	if "$QEMU" -accel tcg -cpu help 2>/dev/null | grep -qw max; then
-		echo max
-	else
-		echo qemu64
-	fi
-}
-
 # Takes the machine-wide VM lock, waiting at most LOCK_WAIT seconds; a
 # signal ends the wait at once (flock runs in the background).
 take_vm_lock() {
@@ -502,7 +494,7 @@ run_group_vm() {
 	log "group $group: booting $release ($series), $gsmp vCPUs, driver $driver, timeout ${timeout}s"
 	rm -f "$glog"
 	timeout --kill-after=10 $((timeout + BOOT_MARGIN)) \
-		"$QEMU" -accel tcg -cpu "$(cpu_model)" -m $QEMU_MEM -smp "$gsmp" \
+		"$QEMU" -accel tcg -cpu "$(vm_cpu_model "$QEMU")" -m $QEMU_MEM -smp "$gsmp" \
 		-nodefaults -display none -no-reboot \
 		-serial "file:$glog" \
 		-chardev "socket,id=ctl,path=$dir/ctl.sock" \

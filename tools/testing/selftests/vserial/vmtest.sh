@@ -440,15 +440,6 @@ EOT
 	log "initramfs: modules ${deps[*]} $MODULE_NAME; tests${names}"
 }
 
-# -cpu max where this QEMU's TCG offers it, else its default model.
-cpu_model() {
-	if "$QEMU" -accel tcg -cpu help 2>/dev/null | grep -qw max; then
-		echo max
-	else
-		echo qemu64
-	fi
-}
-
 # Waits, at most as long as the run itself may take, until no other VM of
 # this test bed runs.  The lock is held until this script exits.
 # flock runs in the background so that a signal ends the wait at once; the
@@ -473,7 +464,7 @@ run_vm() {
 	rm -f "$logfile"
 	log "booting $release ($series), timeout ${timeout}s, ${prog_timeout}s per program"
 	timeout --kill-after=10 "$timeout" \
-		"$QEMU" -accel tcg -cpu "$(cpu_model)" -m $QEMU_MEM -smp $cpus \
+		"$QEMU" -accel tcg -cpu "$(vm_cpu_model "$QEMU")" -m $QEMU_MEM -smp $cpus \
 		-nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
 		-pidfile "$tmpdir/qemu.pid" \
