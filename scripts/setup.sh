@@ -15,7 +15,7 @@ set -euo pipefail
 
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly SERIES=${*:-6.12 6.1}
-readonly BASE_PKGS="build-essential bc busybox-static cpio kmod sparse perl
+readonly BASE_PKGS="build-essential bc busybox-static cpio kmod sparse perl udev
 	qemu-system-x86 xz-utils ca-certificates coreutils"
 # Files of the kernel source tree that the out-of-tree build, checkpatch and
 # the kselftests use; nothing else of the tarball is unpacked.

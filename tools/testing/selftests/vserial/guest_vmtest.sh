@@ -370,6 +370,27 @@ EOT
 	chmod 755 "$1"
 }
 
+# Debian's udevd (udevadm is also systemd-udevd) with its libraries and
+# the project's udev rule alone, for hotplug.udev_rule_links_port_names
+# (11 MB: only for groups with that fixture); without udevadm here that
+# test reports SKIP.
+add_udev() {
+	local udevadm lib
+
+	udevadm=$(command -v udevadm) || {
+		log "no udevadm on this machine: the udev rule's test will SKIP"
+		return 0
+	}
+	mkdir -p "$root"/{lib/systemd,etc/udev/rules.d,run}
+	cp -L "$udevadm" "$root/bin/udevadm"
+	ln -sf /bin/udevadm "$root/lib/systemd/systemd-udevd"
+	for lib in $(ldd "$udevadm" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
+		mkdir -p "$root/$(dirname "$lib")"
+		cp -L "$lib" "$root/$lib"
+	done
+	cp "$TOP/udev/60-vhost-serial.rules" "$root/etc/udev/rules.d/"
+}
+
 build_initramfs() {
 	local name g guest_opts=""
 
@@ -403,6 +424,12 @@ build_initramfs() {
 		done
 	done
 	cp "$binary" "$root/tests/vserial_guest"
+	for g in "${groups[@]}"; do
+		if "$binary" --group-info "$g" | grep -q '^fixtures=.*\bhotplug\b'; then
+			add_udev
+			break
+		fi
+	done
 
 	[ -z "$bulk_mib" ] || guest_opts="--bulk-mib $bulk_mib"
 	cat >"$root/etc/guest.conf" <<EOT
