@@ -6,8 +6,10 @@
  * and from userspace.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1892,6 +1894,127 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 	close(blocking[1]);
 	close(efd);
 	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+/* ---- fault injection through debugfs ----------------------------------- */
+
+#define VS_DEBUGFS	"/sys/kernel/debug/vhost-serial"
+
+/* Writes @cmd to the inject file of the device this process opened last. */
+static int inject(const char *cmd)
+{
+	char prefix[32], path[PATH_MAX];
+	size_t plen;
+	struct dirent *e;
+	int best = -1, n, fd, ret;
+	DIR *dir;
+
+	dir = opendir(VS_DEBUGFS);
+	if (!dir)
+		return -errno;
+	plen = snprintf(prefix, sizeof(prefix), "%d-", getpid());
+	while ((e = readdir(dir))) {
+		if (strncmp(e->d_name, prefix, plen))
+			continue;
+		n = atoi(e->d_name + plen);
+		if (n > best)
+			best = n;
+	}
+	closedir(dir);
+	if (best < 0)
+		return -ENOENT;
+	snprintf(path, sizeof(path), VS_DEBUGFS "/%s%d/inject", prefix, best);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, cmd, strlen(cmd)) == (ssize_t)strlen(cmd) ? 0 : -errno;
+	close(fd);
+	return ret;
+}
+
+#define REQUIRE_DEBUGFS() do {						\
+	if (access(VS_DEBUGFS, F_OK))					\
+		SKIP(return, "no " VS_DEBUGFS " (debugfs not mounted)");	\
+} while (0)
+
+TEST_F(vserial, debugfs_inject_sends_control_messages_as_given)
+{
+	char cmd[256], name[VHOST_SERIAL_NAME_MAX + 2];
+	struct vs_ctrl m;
+	int fd;
+
+	REQUIRE_DEVICE();
+	REQUIRE_DEBUGFS();
+	EXPECT_EQ(-ENOENT, inject("ctrl 1 6 1"));
+	fd = open("/dev/vhost-serial", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, fd);
+	EXPECT_EQ(-ENODEV, inject("ctrl 1 6 1")) TH_LOG("before SET_NUM_PORTS");
+	close(fd);
+	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
+
+	ASSERT_EQ(0, inject("ctrl 3 7 1 abc\n"));
+	ASSERT_EQ(0, vs_ctrl_recv(&self->d, &m, VS_TIMEOUT_MS));
+	EXPECT_EQ(3, m.id);
+	EXPECT_EQ(VIRTIO_CONSOLE_PORT_NAME, m.event);
+	EXPECT_EQ(1, m.value);
+	ASSERT_EQ(sizeof(struct virtio_console_control) + 3, m.len);
+	EXPECT_EQ(0, memcmp(m.payload, "abc", 3));
+
+	/* Refused, and nothing queued: the next message is the next valid one. */
+	EXPECT_EQ(-EINVAL, inject("ctrl 3 7"));
+	EXPECT_EQ(-EINVAL, inject("ctrl x 7 1"));
+	EXPECT_EQ(-EINVAL, inject("ctrl 3 70000 1"));
+	EXPECT_EQ(-EINVAL, inject("bogus 1 2"));
+	EXPECT_EQ(-EINVAL, inject("ctrl"));
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	snprintf(cmd, sizeof(cmd), "ctrl 3 7 1 %s", name);
+	EXPECT_EQ(-ENAMETOOLONG, inject(cmd));
+	ASSERT_EQ(0, inject("ctrl 4294967295 6 0"));
+	ASSERT_EQ(0, vs_ctrl_recv(&self->d, &m, VS_TIMEOUT_MS));
+	EXPECT_EQ(4294967295U, m.id);
+	EXPECT_EQ(VIRTIO_CONSOLE_PORT_OPEN, m.event);
+	EXPECT_EQ(sizeof(struct virtio_console_control), m.len);
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+TEST_F(vserial, debugfs_inject_used_extra_lengthens_one_buffer)
+{
+	const unsigned int extra = 1000;
+	struct host_end h;
+	struct vs_vq *vq;
+	struct iovec iov;
+	uint32_t len;
+	char *buf;
+
+	REQUIRE_DEVICE();
+	REQUIRE_DEBUGFS();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	EXPECT_EQ(-EINVAL, inject("used_extra 0"));
+	EXPECT_EQ(-ENOENT, inject("used_extra 2 1"));
+	EXPECT_EQ(-ERANGE, inject("used_extra 0 2000000000"));
+	ASSERT_EQ(0, open_socket_port(&self->d, 0, &h));
+	ASSERT_EQ(0, inject("used_extra 0 1000"));
+	vq = &self->d.vqs[vs_rx_vq(0)];
+	buf = vs_alloc(&self->d, 4096, 64);
+	ASSERT_NE(NULL, buf);
+	iov.iov_base = buf;
+	iov.iov_len = 4096;
+	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &iov, 1, buf));
+	vs_vq_kick(vq);
+	ASSERT_EQ(5, write(h.peer_wr, "hello", 5));
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	ASSERT_EQ(buf, vs_vq_get(vq, &len));
+	EXPECT_EQ(5 + extra, len);
+	EXPECT_EQ(0, memcmp(buf, "hello", 5));
+	/* Once only: the next buffer is reported as it is. */
+	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &iov, 1, buf));
+	vs_vq_kick(vq);
+	ASSERT_EQ(3, write(h.peer_wr, "abc", 3));
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	ASSERT_EQ(buf, vs_vq_get(vq, &len));
+	EXPECT_EQ(3, len);
+	host_end_close(&h);
 }
 
 TEST_HARNESS_MAIN
