@@ -885,7 +885,7 @@ static unsigned int vs_pollset(struct vs_flow *flows, unsigned int n,
 	return k;
 }
 
-static long vs_now_ms(void)
+long vs_now_ms(void)
 {
 	struct timespec ts;
 

@@ -114,6 +114,8 @@ void vs_vq_kick(struct vs_vq *vq);
 void *vs_vq_get(struct vs_vq *vq, uint32_t *len);
 int vs_vq_wait(struct vs_vq *vq, int timeout_ms);
 int vs_wait_fd(int fd, short events, int timeout_ms);
+/* CLOCK_MONOTONIC in milliseconds. */
+long vs_now_ms(void);
 uint64_t vs_eventfd_read(int fd);
 
 /* Control queue, as a guest driver uses it. */

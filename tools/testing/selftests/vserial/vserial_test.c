@@ -19,7 +19,9 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <linux/vhost.h>
 #include <linux/vhost_serial.h>
@@ -1894,6 +1896,164 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 	close(blocking[1]);
 	close(efd);
 	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+/* ---- memory of closed devices ------------------------------------------ */
+
+#define CG_ROOT		"/sys/fs/cgroup"
+#define MEM_CYCLES	16
+/* Per-CPU charge caches and RCU-freed objects: a few pages of slack. */
+#define MEM_SLACK	(64 * 1024)
+#define MEM_SETTLE_MS	15000
+#define MEM_STILL_MS	3000
+
+static int write_str(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, text, strlen(text)) == (ssize_t)strlen(text) ? 0 : -errno;
+	close(fd);
+	return ret;
+}
+
+/*
+ * Puts this process into a new memory cgroup, @dir: everything the module
+ * and the vhost core allocate for our devices is charged there (they
+ * allocate with __GFP_ACCOUNT, from this process or its workers).
+ */
+static const char *mem_cgroup_enter(char *dir, size_t size)
+{
+	char pid[16];
+
+	if (access(CG_ROOT "/cgroup.controllers", F_OK) &&
+	    mount("cgroup2", CG_ROOT, "cgroup2", 0, NULL))
+		return "cannot mount cgroup2";
+	if (write_str(CG_ROOT "/cgroup.subtree_control", "+memory"))
+		return "no memory controller";
+	snprintf(dir, size, CG_ROOT "/vserial-mem-%d", getpid());
+	if (mkdir(dir, 0755) && errno != EEXIST)
+		return "cannot create a cgroup";
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	strncat(dir, "/cgroup.procs", size - strlen(dir) - 1);
+	if (write_str(dir, pid))
+		return "cannot enter the cgroup";
+	dir[strlen(dir) - strlen("/cgroup.procs")] = '\0';
+	return NULL;
+}
+
+static void mem_cgroup_leave(const char *dir)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	write_str(CG_ROOT "/cgroup.procs", pid);
+	rmdir(dir);
+}
+
+/*
+ * Kernel memory charged to cgroup @dir in bytes ("kernel" of memory.stat,
+ * or slab plus vmalloc where there is no such line), or -errno.
+ */
+static long long mem_cgroup_kernel(const char *dir)
+{
+	char path[PATH_MAX], key[64];
+	long long v, sum = 0, kernel = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/memory.stat", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fscanf(f, "%63s %lld", key, &v) == 2) {
+		if (!strcmp(key, "kernel"))
+			kernel = v;
+		else if (!strcmp(key, "slab") || !strcmp(key, "vmalloc"))
+			sum += v;
+	}
+	fclose(f);
+	return kernel >= 0 ? kernel : sum;
+}
+
+/*
+ * Waits for the charge to come down to @target, or to stay put for
+ * MEM_STILL_MS, longer than the memcg statistics' periodic flush (2 s);
+ * RCU frees come late too.  Returns the last reading.
+ */
+static long long mem_cgroup_settle(const char *dir, long long target)
+{
+	long start = vs_now_ms(), changed = start;
+	long long now, last = -1;
+
+	for (;;) {
+		now = mem_cgroup_kernel(dir);
+		if (now != last)
+			changed = vs_now_ms();
+		last = now;
+		if (now < 0 || now <= target ||
+		    vs_now_ms() - changed >= MEM_STILL_MS ||
+		    vs_now_ms() - start >= MEM_SETTLE_MS)
+			return now;
+		usleep(100 * 1000);
+	}
+}
+
+/* One device, eight ports with socket backends, data both ways, closed. */
+static int mem_cycle(struct vs_dev *d, struct vs_port_info *info)
+{
+	struct host_end h[8];
+	unsigned int i, n = 0;
+	int ret;
+
+	ret = vs_bring_up(d, 8, 8, info);
+	for (i = 0; !ret && i < 8; i++) {
+		ret = open_socket_port(d, i, &h[i]);
+		n = i + 1;
+	}
+	if (!ret)
+		ret = quick_transfer(d, 0);
+	while (n)
+		host_end_close(&h[--n]);
+	vs_close(d);
+	return ret;
+}
+
+/*
+ * Devices opened, used and closed give all their kernel memory back: the
+ * charge of a cgroup that did it MEM_CYCLES times returns to what it was
+ * after the first (which fills caches a cgroup keeps).
+ */
+TEST_F_TIMEOUT(vserial, closed_devices_return_their_kernel_memory, 300)
+{
+	long long base, peak = 0, after;
+	const char *why;
+	char dir[PATH_MAX];
+	unsigned int i;
+
+	REQUIRE_DEVICE();
+	why = mem_cgroup_enter(dir, sizeof(dir));
+	if (why)
+		SKIP(return, "%s", why);
+	ASSERT_EQ(0, mem_cycle(&self->d, self->info));
+	base = mem_cgroup_settle(dir, 0);
+	ASSERT_LE(0, base);
+	for (i = 0; i < MEM_CYCLES; i++) {
+		ASSERT_EQ(0, vs_bring_up(&self->d, 8, 8, self->info));
+		after = mem_cgroup_kernel(dir);
+		if (after > peak)
+			peak = after;
+		vs_close(&self->d);
+		ASSERT_EQ(0, mem_cycle(&self->d, self->info));
+	}
+	after = mem_cgroup_settle(dir, base + MEM_SLACK);
+	mem_cgroup_leave(dir);
+	TH_LOG("kernel memory of the cgroup: %lld bytes after one device, %lld with one open, %lld after %u more",
+	       base, peak, after, 2 * MEM_CYCLES);
+	/* The measure sees a device at all, or the test proves nothing. */
+	EXPECT_LT(base + 4 * MEM_SLACK, peak);
+	EXPECT_GE(base + MEM_SLACK, after);
 }
 
 /* ---- fault injection through debugfs ----------------------------------- */
