@@ -165,7 +165,7 @@ struct vhost_serial_port {
 	struct vhost_serial_bpoll in_poll;
 	u64 rx_bytes;
 	u64 rx_bufs;
-	u32 used_extra;		/* fault injection: see vhost_serial_inject */
+	u32 used_extra;		/* fault injection (debugfs), once */
 
 	/* Guarded by the port's tx vq mutex. */
 	struct file *out;
