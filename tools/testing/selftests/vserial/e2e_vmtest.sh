@@ -185,9 +185,9 @@ run_vm() {
 	exec 9>"$LOCK"
 	flock -w "$timeout" 9 || die "another VM holds $LOCK"
 	# Plain -cpu max, fast strings included (unlike vm_cpu_model): L1's
-	# work is mostly the L2's QEMU in userspace, and without them glibc
-	# there picks copy routines that made a nested group take 283 s
-	# instead of 236 s.
+	# work is mostly the L2's QEMU in userspace, and turning them off
+	# showed no gain for the nested suite (one group 283-293 s with them
+	# off, 236-288 s with them on, from run to run).
 	timeout --kill-after=10 "$timeout" "$QEMU" -accel tcg -cpu max \
 		-m "$L1_MEM" -smp "$smp" -nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
