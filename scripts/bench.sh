@@ -26,7 +26,8 @@
 # bench-results/bench-<time>.{txt,png}.  Medians over 5 runs (QUICK=1: one
 # short run each, for make check's smoke, which only checks that every
 # figure was produced).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "bench: line $LINENO: a command failed (status $?)" >&2' ERR
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 readonly TOP
@@ -50,6 +51,13 @@ zerocopy_g2h_file_MBps copy_g2h_null_MBps copy_g2h_file_MBps"
 
 say() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 2; }
+
+# A VM run $1 failed: its runner's last words (log $2.out) go with the
+# message, so that a CI log that only shows this script's output says why.
+run_failed() {
+	say "$1 failed: see $2"
+	tail -n 8 "$2.out" 2>/dev/null | sed 's/^/bench:   /' >&2 || true
+}
 
 # BENCH lines of log $1, between "BEGIN" and "END" markers when given,
 # renamed: NAME -> $2NAME (a prefix), or by the sed script $3.
@@ -84,7 +92,7 @@ part_module() {
 	say "1, 4, 6: the module with a userspace guest, one VM ($SERIES)"
 	"$SELFTESTS/vmtest.sh" -k $SERIES -m "$TOP/build/$SERIES/vhost_serial.ko" \
 		-l "$log" -T 3000 "${envs[@]}" "$TOP/build/selftests/vserial_bench" \
-		>"$log.out" 2>&1 || say "the module run failed: see $log"
+		>"$log.out" 2>&1 || run_failed "the module run" "$log"
 	bench_lines "$log" "" | tee -a "$RESULT"
 }
 
@@ -99,7 +107,7 @@ part_driver() {
 		"$SELFTESTS/guest_vmtest.sh" -k $SERIES -g bench -l "$log" \
 			-d "$([ $drv = project ] && echo "$TOP/build/$SERIES/virtio_console.ko" || echo intree)" \
 			-b "$TOP/build/selftests/vserial_guest" "${mib[@]}" \
-			>"$log.out" 2>&1 || say "the $drv driver run failed: see $log"
+			>"$log.out" 2>&1 || run_failed "the $drv driver run" "$log"
 		bench_lines "$log" "" \
 			"s/^BENCH guest_to_host_/BENCH drv_${drv}_g2h_/;s/^BENCH host_to_guest_/BENCH drv_${drv}_h2g_/;s/^BENCH round_trip_/BENCH drv_${drv}_rtt_/;s/^BENCH host_cpu_/BENCH drv_${drv}_cpu_/;s/^BENCH one_pass_/BENCH drv_${drv}_one_pass_/" |
 			tee -a "$RESULT"
@@ -120,14 +128,14 @@ part_e2e() {
 		"$SELFTESTS/e2e_bench_suite.sh" -k $SERIES \
 		-d "$TOP/build/$SERIES/virtio_console.ko" \
 		-b "$TOP/build/selftests/vserial_guest" -m $mib \
-		>"$log.out" 2>&1 || say "the nested run failed: see $log"
+		>"$log.out" 2>&1 || run_failed "the nested run" "$log"
 	for ch in vhost userspace vsock; do
 		sect=$(mktemp)
 		tr -d '\r' <"$log" 2>/dev/null |
 			sed -n "/^E2E-BENCH $ch BEGIN/,/^E2E-BENCH $ch END/p" >"$sect"
 		bench_lines "$sect" "" \
 			"s/^BENCH guest_to_host_/BENCH e2e_${ch}_g2h_/;s/^BENCH host_to_guest_/BENCH e2e_${ch}_h2g_/;s/^BENCH round_trip_/BENCH e2e_${ch}_rtt_/;s/^BENCH host_cpu_/BENCH e2e_${ch}_cpu_/;s/^BENCH one_pass_/BENCH e2e_l2_one_pass_/" |
-			{ [ $ch = vhost ] && cat || grep -v '^BENCH e2e_l2_one_pass_'; } |
+			{ if [ $ch = vhost ]; then cat; else grep -v '^BENCH e2e_l2_one_pass_' || true; fi; } |
 			tee -a "$RESULT"
 		rm -f "$sect"
 	done

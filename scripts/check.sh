@@ -642,7 +642,8 @@ test_bench_smoke() {
 		pass
 	else
 		fail "bench: smoke" "$(grep -c 'was not produced' "$log" || true) figure(s) missing, see $log"
-		grep 'was not produced' "$log" | sed 's/^/  /' || true
+		grep -E 'was not produced|^bench: (the |  |cannot|no |line )' "$log" |
+			sed 's/^/  /' || true
 	fi
 	grep -E '^BENCH ratio_' "$log" | sed 's/^/  /' || true
 	report_kernel bench "$(elapsed_since "$start")"

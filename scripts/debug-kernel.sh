@@ -83,21 +83,30 @@ build() {
 
 	tarball=/usr/src/linux-source-6.12.tar.xz
 	[ -f "$tarball" ] || die "$tarball missing (run scripts/setup.sh)"
-	rm -rf "$work" "$DIR"
-	mkdir -p "$work"
-	log "unpacking $tarball"
-	tar -xJf "$tarball" -C "$work" || die "cannot unpack $tarball"
 	tree=$work/linux-source-6.12
-	[ -d "$tree" ] || die "unexpected layout of $tarball"
+	rm -rf "$DIR"
+	# A build that was stopped resumes where it was: the tree is kept
+	# when it was configured for the same key.
+	if [ -f "$work/configured" ] && grep -qx "$key" "$work/configured"; then
+		log "resuming the build in $tree"
+	else
+		rm -rf "$work"
+		mkdir -p "$work"
+		log "unpacking $tarball"
+		tar -xJf "$tarball" -C "$work" || die "cannot unpack $tarball"
+		[ -d "$tree" ] || die "unexpected layout of $tarball"
 
-	log "configuring (tinyconfig + $(basename "$FRAGMENT"))"
-	{
-		make -C "$tree" tinyconfig &&
-		"$tree/scripts/kconfig/merge_config.sh" -m -O "$tree" \
-			"$tree/.config" "$FRAGMENT" &&
-		make -C "$tree" olddefconfig
-	} >"$blog" 2>&1 || { tail -n 20 "$blog" >&2; die "configuration failed"; }
-	check_config "$tree/.config"
+		log "configuring (tinyconfig + $(basename "$FRAGMENT"))"
+		{
+			make -C "$tree" tinyconfig &&
+			"$tree/scripts/kconfig/merge_config.sh" -m -O "$tree" \
+				"$tree/.config" "$FRAGMENT" &&
+			make -C "$tree" olddefconfig
+		} >"$blog" 2>&1 ||
+			{ tail -n 20 "$blog" >&2; die "configuration failed"; }
+		check_config "$tree/.config"
+		echo "$key" >"$work/configured"
+	fi
 
 	log "building with $JOBS jobs (log: $blog)"
 	if ! make -C "$tree" -j "$JOBS" bzImage modules >>"$blog" 2>&1; then
