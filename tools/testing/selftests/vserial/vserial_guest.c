@@ -57,6 +57,7 @@
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <linux/netlink.h>
 #include <linux/virtio_console.h>
 #include <linux/vm_sockets.h>
 
@@ -119,6 +120,38 @@ static int remaining_ms(int64_t deadline)
 	int64_t left = deadline - now_ms();
 
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/*
+ * Reaps child @pid, waiting at most timeout_ms for it to exit: its pidfd
+ * turns readable when it does.  On timeout the child is killed (and still
+ * reaped) and -ETIMEDOUT returned.
+ */
+static int wait_child(pid_t pid, int timeout_ms, int *status)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	struct pollfd pfd = { .events = POLLIN };
+	int ready = 0, err = 0;
+
+	pfd.fd = syscall(SYS_pidfd_open, pid, 0);
+	if (pfd.fd < 0)
+		err = -errno;
+	while (!err && !ready && remaining_ms(deadline)) {
+		ready = poll(&pfd, 1, remaining_ms(deadline));
+		if (ready < 0 && errno != EINTR)
+			err = -errno;
+		if (ready < 0)
+			ready = 0;
+	}
+	if (pfd.fd >= 0)
+		close(pfd.fd);
+	if (!ready) {
+		kill(pid, SIGKILL);
+		err = err ? err : -ETIMEDOUT;
+	}
+	if (waitpid(pid, status, 0) < 0)
+		return -errno;
+	return err;
 }
 
 /* ---- test data: a seeded pseudo-random byte stream ------------------------ */
@@ -2246,16 +2279,75 @@ static int find_port(const char *id, struct vport *vp)
 	return find_port_name(name, vp);
 }
 
-static int wait_port(const char *id, struct vport *vp, int timeout_ms)
+/*
+ * Hot-plug waits.  A kernel uevent wakes the waiter, which then looks at
+ * sysfs again; the look is repeated every UEVENT_RECHECK_MS too, since the
+ * kernel announces a removal before it takes the sysfs directory away.
+ */
+#define UEVENT_RECHECK_MS	100
+
+static int uevent_socket(void)
+{
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_groups = 1 };
+	int fd;
+
+	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    NETLINK_KOBJECT_UEVENT);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -errno;
+	}
+	return fd;
+}
+
+/* Until done(arg), at most timeout_ms: 0 or -ETIMEDOUT. */
+static int wait_uevents(bool (*done)(const void *arg), const void *arg,
+			int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
+	struct pollfd pfd = { .events = POLLIN };
+	char buf[4096];
+	int ret = -ETIMEDOUT, left;
 
-	while (find_port(id, vp)) {
-		if (!remaining_ms(deadline))
-			return -ETIMEDOUT;
-		sleep_ms(10);
+	/* Subscribed before the first look, so no event falls between. */
+	pfd.fd = uevent_socket();
+	for (;;) {
+		if (done(arg)) {
+			ret = 0;
+			break;
+		}
+		left = remaining_ms(deadline);
+		if (!left)
+			break;
+		if (poll(&pfd, pfd.fd >= 0, left < UEVENT_RECHECK_MS ?
+			 left : UEVENT_RECHECK_MS) > 0)
+			while (recv(pfd.fd, buf, sizeof(buf), 0) > 0)
+				;
 	}
-	return 0;
+	if (pfd.fd >= 0)
+		close(pfd.fd);
+	return ret;
+}
+
+struct port_wait {
+	const char *id;
+	struct vport *vp;
+};
+
+static bool port_found(const void *arg)
+{
+	const struct port_wait *w = arg;
+
+	return !find_port(w->id, w->vp);
+}
+
+static int wait_port(const char *id, struct vport *vp, int timeout_ms)
+{
+	struct port_wait w = { .id = id, .vp = vp };
+
+	return wait_uevents(port_found, &w, timeout_ms);
 }
 
 static bool path_exists(const char *path)
@@ -2265,16 +2357,21 @@ static bool path_exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
+static bool path_gone(const void *path)
+{
+	return !path_exists(path);
+}
+
+static bool path_has_text(const void *path)
+{
+	char start[4];
+
+	return read_text(path, start, sizeof(start)) > 0;
+}
+
 static int wait_path_gone(const char *path, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
-
-	while (path_exists(path)) {
-		if (!remaining_ms(deadline))
-			return -ETIMEDOUT;
-		sleep_ms(10);
-	}
-	return 0;
+	return wait_uevents(path_gone, path, timeout_ms);
 }
 
 /* Opens the port of chardev id; returns the descriptor or -errno. */
@@ -3584,8 +3681,7 @@ TEST_F(console, console_vport_node_refuses_open_enxio)
 TEST_F(console, login_shell_runs_on_console)
 {
 	char path[32];
-	int64_t deadline;
-	pid_t pid, w = 0;
+	pid_t pid;
 	int n, status, fd;
 
 	ASSERT_TRUE(path_exists("/bin/sh")) TH_LOG("no /bin/sh in the VM");
@@ -3613,14 +3709,8 @@ TEST_F(console, login_shell_runs_on_console)
 		TH_LOG("host: %s", host_said);
 	EXPECT_EQ(0, host_find("c1", path, DATA_TIMEOUT_MS)) TH_LOG("tty is not %s", path);
 	EXPECT_EQ(0, host_put("c1", "exit\n"));
-	deadline = now_ms() + DATA_TIMEOUT_MS;
-	while (remaining_ms(deadline) && (w = waitpid(pid, &status, WNOHANG)) == 0)
-		sleep_ms(10);
-	if (w != pid) {
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-	}
-	EXPECT_EQ(pid, w) TH_LOG("the shell did not exit");
+	EXPECT_EQ(0, wait_child(pid, DATA_TIMEOUT_MS, &status))
+		TH_LOG("the shell did not exit");
 }
 
 /* With console=hvc0 the kernel's messages reach hvc0's host end. */
@@ -3887,9 +3977,8 @@ TEST_F(legacy, single_port_console_moves_data_both_ways)
 /* Runs argv[0], at most timeout_ms; returns its exit status or -errno. */
 static int run_wait(char *const argv[], int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
-	int status, fd;
-	pid_t pid, r;
+	int status, fd, ret;
+	pid_t pid;
 
 	pid = fork();
 	if (pid < 0)
@@ -3903,16 +3992,9 @@ static int run_wait(char *const argv[], int timeout_ms)
 		execv(argv[0], argv);
 		_exit(127);
 	}
-	while (!(r = waitpid(pid, &status, WNOHANG))) {
-		if (!remaining_ms(deadline)) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return -ETIMEDOUT;
-		}
-		sleep_ms(10);
-	}
-	if (r < 0)
-		return -errno;
+	ret = wait_child(pid, timeout_ms, &status);
+	if (ret)
+		return ret;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -EINTR;
 }
 
@@ -4268,7 +4350,6 @@ TEST_F_TIMEOUT(malicious, oversized_port_name_is_handled, 120)
 	char name[LONG_NAME_LEN + 1], path[PATH_MAX], shown[LONG_NAME_LEN + 64];
 	struct vport p2, vp;
 	static struct duplex x;
-	int64_t deadline;
 	int len = -1, i, ret;
 
 	ASSERT_EQ(0, find_port("p2", &p2));
@@ -4285,9 +4366,8 @@ TEST_F_TIMEOUT(malicious, oversized_port_name_is_handled, 120)
 	ASSERT_EQ(0, ret) TH_LOG("host: %s", host_said);
 	snprintf(vp.sysname, sizeof(vp.sysname), "vport%up%u", p2.devidx, HP_NR_B);
 	snprintf(path, sizeof(path), SYS_PORTS "/%s/name", vp.sysname);
-	deadline = now_ms() + PLUG_TIMEOUT_MS;
-	while ((len = read_text(path, shown, sizeof(shown))) <= 0 && remaining_ms(deadline))
-		sleep_ms(10);
+	wait_uevents(path_has_text, path, PLUG_TIMEOUT_MS);
+	len = read_text(path, shown, sizeof(shown));
 	ASSERT_LT(0, len) TH_LOG("%s never showed a name", path);
 	EXPECT_GE(LONG_NAME_LEN, len);
 	for (i = 0; i < len && shown[i] == 'n'; i++)

@@ -276,6 +276,8 @@ TEST_F(handshake, announces_names_console_and_host_open)
 TEST_F(vserial, resize_reaches_guest_in_spec_order)
 {
 	struct vs_port_info *info = self->info;
+	uint16_t cols, rows;
+	struct vs_ctrl m;
 
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, vs_create(&self->d, 2, vs_default_features()));
@@ -289,17 +291,12 @@ TEST_F(vserial, resize_reaches_guest_in_spec_order)
 	EXPECT_EQ(25, info[0].rows);
 	/* At run time. */
 	ASSERT_EQ(0, vs_resize(&self->d, 0, 132, 43));
-	{
-		struct vs_ctrl m;
-		uint16_t cols, rows;
-
-		ASSERT_EQ(0, vs_ctrl_expect(&self->d, 0, VIRTIO_CONSOLE_RESIZE, &m));
-		ASSERT_EQ(12, m.len);
-		memcpy(&cols, m.payload, 2);
-		memcpy(&rows, m.payload + 2, 2);
-		EXPECT_EQ(132, cols);
-		EXPECT_EQ(43, rows);
-	}
+	ASSERT_EQ(0, vs_ctrl_expect(&self->d, 0, VIRTIO_CONSOLE_RESIZE, &m));
+	ASSERT_EQ(12, m.len);
+	memcpy(&cols, m.payload, 2);
+	memcpy(&rows, m.payload + 2, 2);
+	EXPECT_EQ(132, cols);
+	EXPECT_EQ(43, rows);
 	EXPECT_EQ(-EINVAL, vs_resize(&self->d, 1, 80, 25));
 	EXPECT_EQ(-EINVAL, vs_resize(&self->d, 7, 80, 25));
 }
@@ -445,6 +442,7 @@ static void transfer_64m(struct __test_metadata *_metadata,
 			 bool g2h)
 {
 	const uint64_t total = 64 * MiB;
+	struct vhost_serial_port_state st;
 	struct vs_flow f;
 	int host_fd = -1;
 
@@ -489,13 +487,9 @@ static void transfer_64m(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
 	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
 	EXPECT_TRUE(vs_flow_match(&f));
-	{
-		struct vhost_serial_port_state st;
-
-		ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
-		EXPECT_EQ(total, g2h ? st.tx_bytes : st.rx_bytes);
-		EXPECT_EQ(0, st.errors);
-	}
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(total, g2h ? st.tx_bytes : st.rx_bytes);
+	EXPECT_EQ(0, st.errors);
 	vs_flow_free(&f);
 }
 
@@ -1840,7 +1834,9 @@ TEST_F(vserial, add_port_rejects_bad_arguments)
 TEST_F(vserial, set_backend_rejects_bad_fds)
 {
 	struct vhost_serial_backend b = { .id = 0, .in_fd = -1, .out_fd = -1 };
-	int p[2], blocking[2], efd;
+	struct vhost_serial_port_state st = { .id = 2 };
+	int p[2], blocking[2], efd, self_fd;
+	uint64_t zero[4] = { 0 };
 
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
@@ -1857,17 +1853,13 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, p[0]));
 	/* A blocking pipe would put the worker to sleep. */
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, blocking[0], -1));
-	{
-		/* Not readable: a device holding its own file would leak. */
-		int self_fd = open("/dev/vhost-serial",
-				   O_RDWR | O_NONBLOCK | O_CLOEXEC);
-
-		ASSERT_LE(0, self_fd);
-		EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, self_fd, -1));
-		EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, self_fd));
-		EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, self->d.fd, -1));
-		close(self_fd);
-	}
+	/* Not accepted: a device holding its own file would leak. */
+	self_fd = open("/dev/vhost-serial", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	ASSERT_LE(0, self_fd);
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, self_fd, -1));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, self_fd));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, self->d.fd, -1));
+	close(self_fd);
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 5, p[0], p[1]));
 	EXPECT_EQ(-ENOENT, vs_set_backend(&self->d, 1, p[0], p[1]));
 	b.flags = 1;
@@ -1879,17 +1871,9 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 	EXPECT_EQ(-EINVAL, vs_set_event(&self->d, 0, -5));
 	EXPECT_EQ(-ENOENT, vs_set_event(&self->d, 1, efd));
 	EXPECT_EQ(-EINVAL, vs_set_event(&self->d, 9, efd));
-	{
-		struct vhost_serial_port_state st = { .id = 2 };
-
-		EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, &st));
-		EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, NULL));
-	}
-	{
-		uint64_t zero[4] = { 0 };
-
-		EXPECT_EQ(-ENOTTY, vs_ioctl(&self->d, _IO(VHOST_VIRTIO, 0xCF), zero));
-	}
+	EXPECT_EQ(-EINVAL, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, &st));
+	EXPECT_EQ(-EFAULT, vs_ioctl(&self->d, VHOST_SERIAL_GET_PORT_STATE, NULL));
+	EXPECT_EQ(-ENOTTY, vs_ioctl(&self->d, _IO(VHOST_VIRTIO, 0xCF), zero));
 	close(p[0]);
 	close(p[1]);
 	close(blocking[0]);
@@ -1926,7 +1910,7 @@ static int write_str(const char *path, const char *text)
  */
 static const char *mem_cgroup_enter(char *dir, size_t size)
 {
-	char pid[16];
+	char pid[16], procs[PATH_MAX + sizeof("/cgroup.procs")];
 
 	if (access(CG_ROOT "/cgroup.controllers", F_OK) &&
 	    mount("cgroup2", CG_ROOT, "cgroup2", 0, NULL))
@@ -1937,10 +1921,9 @@ static const char *mem_cgroup_enter(char *dir, size_t size)
 	if (mkdir(dir, 0755) && errno != EEXIST)
 		return "cannot create a cgroup";
 	snprintf(pid, sizeof(pid), "%d", getpid());
-	strncat(dir, "/cgroup.procs", size - strlen(dir) - 1);
-	if (write_str(dir, pid))
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", dir);
+	if (write_str(procs, pid))
 		return "cannot enter the cgroup";
-	dir[strlen(dir) - strlen("/cgroup.procs")] = '\0';
 	return NULL;
 }
 
