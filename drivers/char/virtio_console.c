@@ -24,6 +24,8 @@
 #include <linux/kref.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/platform_device.h>
 #include <linux/poll.h>
 #include <linux/sched/signal.h>
 #include <linux/scatterlist.h>
@@ -583,16 +585,27 @@ static struct vcon_port *vcon_console_by_vtermno(u32 vtermno)
 	return found;
 }
 
-/* Last resort for console output: the config space register. */
+/*
+ * Last resort for console output: the config space register.  Console
+ * output runs with interrupts off, where virtio_cwrite32() must not be
+ * used: it may sleep, as some transports wait for a config write to
+ * complete.  Where a config write is a register write (PCI, MMIO) the
+ * transport's set op is called directly; elsewhere the register is not
+ * used (vcon_config_writes_atomic()).
+ */
 static void vcon_emerg_write(struct vcon_device *pd, const u8 *buf,
 			     size_t count)
 {
+	struct virtio_device *vdev = pd->vdev;
+	__virtio32 c;
 	size_t i;
 
-	for (i = 0; i < count; i++)
-		virtio_cwrite32(pd->vdev,
-				offsetof(struct virtio_console_config, emerg_wr),
-				buf[i]);
+	for (i = 0; i < count; i++) {
+		c = cpu_to_virtio32(vdev, buf[i]);
+		vdev->config->set(vdev,
+				  offsetof(struct virtio_console_config, emerg_wr),
+				  &c, sizeof(c));
+	}
 }
 
 static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
@@ -1532,13 +1545,22 @@ static void vcon_drop_ctrl_buffers(struct vcon_device *pd)
 	}
 }
 
+/* Whether config writes of @vdev's transport never sleep. */
+static bool vcon_config_writes_atomic(struct virtio_device *vdev)
+{
+	struct device *parent = vdev->dev.parent;
+
+	return parent && (dev_is_pci(parent) || dev_is_platform(parent));
+}
+
 static int vcon_read_config(struct vcon_device *pd)
 {
 	struct virtio_device *vdev = pd->vdev;
 	u32 max = 1;
 
 	pd->multiport = virtio_has_feature(vdev, VIRTIO_CONSOLE_F_MULTIPORT);
-	pd->emerg_write = virtio_has_feature(vdev, VIRTIO_CONSOLE_F_EMERG_WRITE);
+	pd->emerg_write = virtio_has_feature(vdev, VIRTIO_CONSOLE_F_EMERG_WRITE) &&
+			  vcon_config_writes_atomic(vdev);
 	if (pd->multiport) {
 		virtio_cread(vdev, struct virtio_console_config, max_nr_ports,
 			     &max);
