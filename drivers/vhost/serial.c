@@ -173,6 +173,7 @@ struct vhost_serial_port {
 	struct vhost_serial_zc *zc_cur;	/* popped chain, partly pushed */
 	struct vhost_serial_bpoll out_poll;
 	size_t tx_offset;	/* bytes of the next tx chain already written */
+	bool tx_stale;		/* ring holds output of a removed port */
 	u8 *cbuf;		/* console ports only */
 	size_t cbuf_len;
 	u64 tx_bytes;
@@ -1410,13 +1411,76 @@ static const struct vhost_serial_queue_ops vhost_serial_tx_ops = {
 	.bad_chain = vhost_serial_port_bad_chain,
 };
 
+/*
+ * Completes, unread, the chains the guest has queued on a port's transmit
+ * queue.  At most one ring's worth per call, which covers everything queued
+ * before the call; if the guest keeps adding, the queue runs again.
+ * Caller holds the vq mutex.
+ */
+static void vhost_serial_tx_discard(struct vhost_serial_port *port,
+				    struct vhost_virtqueue *vq)
+{
+	struct vhost_dev *dev = vq->dev;
+	unsigned int out, in, i;
+	bool added = false;
+	int head;
+
+	vhost_disable_notify(dev, vq);
+	for (i = 0; i < vq->num; i++) {
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 &out, &in, NULL, NULL);
+		if (unlikely(head < 0)) {
+			vhost_serial_bad_chain(&vhost_serial_tx_ops, port, vq,
+					       "bad descriptor chain");
+			break;
+		}
+		if (head == vq->num) {
+			if (unlikely(vhost_enable_notify(dev, vq))) {
+				vhost_disable_notify(dev, vq);
+				continue;
+			}
+			break;
+		}
+		vhost_add_used(vq, head, 0);
+		port->tx_dropped += iov_length(vq->iov, out);
+		added = true;
+	}
+	if (i == vq->num)
+		vhost_poll_queue(&vq->poll);
+	if (added)
+		vhost_signal(dev, vq);
+}
+
+/*
+ * A guest that sends PORT_READY for a port added again has let go of the
+ * removed port: whatever that port had queued is in the ring by now.
+ * Drop it here, before the new port's first message can reach the guest,
+ * so none of it reaches the new port's backend.
+ */
+static void vhost_serial_tx_settle(struct vhost_serial_port *port)
+{
+	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
+
+	mutex_lock_nested(&vq->mutex, 1);
+	if (port->tx_stale && vhost_vq_get_backend(vq) && port->present) {
+		vhost_serial_tx_discard(port, vq);
+		port->tx_stale = false;
+	}
+	mutex_unlock(&vq->mutex);
+}
+
 static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
 	bool console;
 
 	mutex_lock(&vq->mutex);
-	if (!vhost_vq_get_backend(vq) || !READ_ONCE(port->present))
+	if (!vhost_vq_get_backend(vq))
+		goto out_unlock;
+	/* A removed port's output goes nowhere, as with QEMU's device. */
+	if (port->tx_stale)
+		vhost_serial_tx_discard(port, vq);
+	if (port->tx_stale || !READ_ONCE(port->present))
 		goto out_unlock;
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
 	if (console)
@@ -1516,6 +1580,10 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 	u16 value = vhost16_to_cpu(vq, hdr->value);
 	struct vhost_serial_port *port;
 	u32 i;
+
+	/* Takes the port's tx vq mutex, which nests outside port_lock. */
+	if (event == VIRTIO_CONSOLE_PORT_READY && value && id < vs->nr_ports)
+		vhost_serial_tx_settle(&vs->ports[id]);
 
 	mutex_lock(&vs->port_lock);
 	switch (event) {
@@ -1842,11 +1910,14 @@ static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 	port->event = NULL;
 	port->cbuf_len = 0;
 	port->tx_offset = 0;
+	port->tx_stale = true;
 	/* A port added again under this id starts clean. */
 	zc = port->zc_cur;
 	port->zc_cur = NULL;
 	mutex_unlock(&vs->port_lock);
 	vhost_serial_unlock_port_vqs(port);
+	/* Hand the guest back what the port had queued. */
+	vhost_poll_queue(&vhost_serial_port_tx_vq(port)->poll);
 	if (zc)
 		vhost_serial_zc_put(zc);
 	if (event)

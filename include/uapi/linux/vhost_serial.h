@@ -80,8 +80,10 @@ struct vhost_serial_port_config {
 /*
  * VHOST_SERIAL_DEL_PORT: remove a port (argument: its id).  Its backend and
  * event eventfd are released and the guest is sent PORT_REMOVE (hot-unplug).
- * Guest output still in the port's transmit queue stays there.  ENOENT if
- * the port does not exist.
+ * Guest output still in the port's transmit queue is handed back to the
+ * guest unread, as is what the guest queues there until it answers the
+ * PORT_ADD of a port added again under this id with PORT_READY: a new port
+ * never receives an old one's data.  ENOENT if the port does not exist.
  */
 #define VHOST_SERIAL_DEL_PORT	_IOW(VHOST_VIRTIO, 0xC2, __u32)
 
@@ -183,7 +185,8 @@ struct vhost_serial_port_event {
  * @rx_bufs: guest receive buffers completed
  * @tx_bytes: bytes of guest output written to the backend
  * @tx_bufs: guest transmit buffers completed
- * @tx_dropped: console output dropped because nothing could take it
+ * @tx_dropped: console output dropped because nothing could take it, and
+ *	output of a removed port (VHOST_SERIAL_DEL_PORT)
  * @errors: backend I/O errors and malformed guest requests seen on this port
  */
 struct vhost_serial_port_state {

@@ -400,6 +400,87 @@ TEST_F(vserial, hot_add_and_remove_while_data_flows)
 	host_end_close(&h);
 }
 
+/* Queues @len bytes of @c on port @port's transmit queue and kicks. */
+static int queue_tx(struct vs_dev *d, unsigned int port, size_t len, char c)
+{
+	struct vs_vq *vq = &d->vqs[vs_tx_vq(port)];
+	struct iovec iov;
+	char *buf;
+
+	buf = vs_alloc(d, len, 64);
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, c, len);
+	iov.iov_base = buf;
+	iov.iov_len = len;
+	if (vs_vq_add(vq, &iov, 1, NULL, 0, buf) < 0)
+		return -ENOSPC;
+	vs_vq_kick(vq);
+	return 0;
+}
+
+/* Waits for @n used transmit buffers of @port and sums their lengths. */
+static int collect_tx(struct vs_dev *d, unsigned int port, unsigned int n,
+		      uint64_t *used_len)
+{
+	struct vs_vq *vq = &d->vqs[vs_tx_vq(port)];
+	uint32_t len;
+	int ret;
+
+	*used_len = 0;
+	while (n) {
+		if (vs_vq_get(vq, &len)) {
+			*used_len += len;
+			n--;
+			continue;
+		}
+		ret = vs_vq_wait(vq, VS_TIMEOUT_MS);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * What a removed port left in its transmit queue, what the guest queued
+ * there before it saw the removal, and what it queued before it readied
+ * the port added again under the same number: all of it comes back to the
+ * guest unread, and the new port's backend sees only the new port's data.
+ */
+TEST_F(vserial, removed_port_output_never_reaches_port_added_again)
+{
+	struct vhost_serial_port_state st;
+	uint64_t used_len;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
+	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+
+	/* Without a backend a generic port keeps its output in the ring. */
+	ASSERT_EQ(0, queue_tx(&self->d, 3, 4096, 'a'));
+	ASSERT_EQ(0, vs_del_port(&self->d, 3));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_REMOVE, 1));
+	ASSERT_EQ(0, collect_tx(&self->d, 3, 1, &used_len));
+	EXPECT_EQ(0, used_len);
+
+	ASSERT_EQ(0, queue_tx(&self->d, 3, 4096, 'b'));
+	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
+	ASSERT_EQ(0, queue_tx(&self->d, 3, 4096, 'c'));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, collect_tx(&self->d, 3, 2, &used_len));
+	EXPECT_EQ(0, used_len);
+	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
+	EXPECT_EQ(3 * 4096, st.tx_dropped);
+
+	/* Any stale byte would break the transfer's checksum. */
+	ASSERT_EQ(0, quick_transfer(&self->d, 3));
+}
+
 /* ---- transfers -------------------------------------------------------------- */
 
 FIXTURE(transfer) {
