@@ -121,6 +121,13 @@ bench: setup
 demo: setup
 	@DEMO_MODULE=$(DEMO_MODULE) scripts/demo.sh
 
+# Where the time of one module figure goes (perf on this machine).
+FIGURE		?= module_h2g_socket_64k
+.PHONY: profile
+profile: setup qemu selftests
+	@$(MAKE) -s KERNEL=6.12 modules >/dev/null
+	@KERNEL=6.12 scripts/profile.sh $(FIGURE)
+
 # QEMU 10.0.x from Debian's source with the qemu-patches/ series, cached in
 # $(VSERIAL_CACHE)/qemu by version and series (scripts/qemu.sh).
 .PHONY: qemu qemu-check

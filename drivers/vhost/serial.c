@@ -31,6 +31,7 @@
 #include <linux/uio.h>
 #include <linux/vhost.h>
 #include <linux/virtio_console.h>
+#include <linux/vmalloc.h>
 #include <linux/vhost_serial.h>
 
 #include "vhost.h"
@@ -1720,7 +1721,13 @@ static long vhost_serial_set_num_ports(struct vhost_serial *vs, u32 nr)
 		goto out_unlock;
 	}
 	ret = -ENOMEM;
-	vqs = kvcalloc(nvqs, sizeof(*vqs), GFP_KERNEL_ACCOUNT);
+	/*
+	 * Pages, not kmalloc: a struct vhost_virtqueue is over 18 KiB, and
+	 * kmalloc would round the array up to a power of two (128 KiB for
+	 * the 4 queues of one port, 4 MiB for 64 ports).
+	 */
+	vqs = __vmalloc(array_size(nvqs, sizeof(*vqs)),
+			GFP_KERNEL_ACCOUNT | __GFP_ZERO);
 	if (!vqs)
 		goto out_unlock;
 	vq_ptrs = kvcalloc(nvqs, sizeof(*vq_ptrs), GFP_KERNEL_ACCOUNT);

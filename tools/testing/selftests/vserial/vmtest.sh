@@ -10,6 +10,9 @@
 #
 # -c gives the VM that many virtual CPUs (default 2).
 #
+# VMTEST_QEMU_ARGS (words) and VMTEST_APPEND (kernel command line) add to
+# what the VM is started with; scripts/profile.sh uses them.
+#
 # The test programs must be static binaries: the VM has no libc.  They run
 # one after the other as root, with stdout and stderr on the serial console,
 # between marker lines that this script reads back from LOGFILE:
@@ -463,13 +466,15 @@ run_vm() {
 
 	rm -f "$logfile"
 	log "booting $release ($series), timeout ${timeout}s, ${prog_timeout}s per program"
+	# shellcheck disable=SC2086 # VMTEST_QEMU_ARGS is a list of words
 	timeout --kill-after=10 "$timeout" \
 		"$QEMU" -accel tcg -cpu "$(vm_cpu_model "$QEMU")" -m $QEMU_MEM -smp $cpus \
 		-nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
 		-pidfile "$tmpdir/qemu.pid" \
 		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs.cpio" \
-		-append "$CMDLINE" </dev/null &
+		${VMTEST_QEMU_ARGS:-} \
+		-append "$CMDLINE${VMTEST_APPEND:+ $VMTEST_APPEND}" </dev/null &
 	pid=$!
 	wait $pid || qemu_rc=$?
 }

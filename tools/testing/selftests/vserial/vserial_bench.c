@@ -25,7 +25,9 @@
  *
  * Environment: VSERIAL_BENCH_QUICK=1 moves little data once per figure
  * (the smoke run of make check); VSERIAL_BENCH_RUNS=N sets the repeats
- * (default 5).
+ * (default 5); VSERIAL_BENCH_ONLY=<prefix> runs only the figures whose
+ * names start with it (module_ and memcpy_ figures one by one, scale_ and
+ * mem_ as a whole), for scripts/profile.sh or a quick look at one figure.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -57,6 +59,18 @@ enum backend { BK_PIPE, BK_SOCKET };
 
 static unsigned int runs = 5;
 static bool quick;
+static const char *only;
+
+static bool wanted(const char *name)
+{
+	return !only || !strncmp(name, only, strlen(only));
+}
+
+/* Figures computed together: all of them, when one is wanted. */
+static bool family_wanted(const char *prefix)
+{
+	return !only || !strncmp(only, prefix, strlen(prefix));
+}
 
 static double now(void)
 {
@@ -244,14 +258,16 @@ static void figure_module(void)
 	for (b = BK_PIPE; b <= BK_SOCKET; b++)
 		for (dir = 0; dir < 2; dir++)
 			for (s = 0; s < ARRAY_SIZE(sizes); s++) {
+				snprintf(name, sizeof(name), "module_%s_%s_%s",
+					 dir ? "h2g" : "g2h", bk_name[b],
+					 sizes[s].name);
+				if (!wanted(name))
+					continue;
 				for (i = n = 0; i < runs; i++) {
 					r = module_run(b, !dir, sizes[s].size);
 					if (r > 0)
 						v[n++] = r;
 				}
-				snprintf(name, sizeof(name), "module_%s_%s_%s",
-					 dir ? "h2g" : "g2h", bk_name[b],
-					 sizes[s].name);
 				report(name, "MB/s", v, n);
 			}
 }
@@ -558,16 +574,22 @@ int main(void)
 		runs = atoi(e) < MAX_RUNS ? atoi(e) : MAX_RUNS;
 	if (quick)
 		runs = 1;
+	only = getenv("VSERIAL_BENCH_ONLY");
 	setrlimit(RLIMIT_NOFILE, &rl);
-	printf("# vserial_bench: %u run(s) per figure%s\n", runs,
-	       quick ? ", quick" : "");
+	printf("# vserial_bench: %u run(s) per figure%s%s%s\n", runs,
+	       quick ? ", quick" : "", only ? ", only " : "", only ? only : "");
 
-	for (i = 0; i < runs; i++)
-		v[i] = memcpy_mbps();
-	report("memcpy_MBps", "MB/s", v, runs);
+	if (wanted("memcpy_MBps")) {
+		for (i = 0; i < runs; i++)
+			v[i] = memcpy_mbps();
+		report("memcpy_MBps", "MB/s", v, runs);
+	}
 	figure_module();
-	figure_scale();
-	figure_memory();
-	figure_zerocopy();
+	if (family_wanted("scale_"))
+		figure_scale();
+	if (family_wanted("mem_"))
+		figure_memory();
+	if (!only)
+		figure_zerocopy();
 	return 0;
 }

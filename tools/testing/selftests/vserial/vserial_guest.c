@@ -2313,6 +2313,9 @@ static int wait_uevents(bool (*done)(const void *arg), const void *arg,
 
 	/* Subscribed before the first look, so no event falls between. */
 	pfd.fd = uevent_socket();
+	if (pfd.fd < 0)
+		ksft_print_msg("uevent socket: %s; looking every %d ms instead\n",
+			       strerror(-pfd.fd), UEVENT_RECHECK_MS);
 	for (;;) {
 		if (done(arg)) {
 			ret = 0;
@@ -3557,19 +3560,24 @@ FIXTURE(console) {
 	const char *ids[8];
 	int hvc[8];
 	unsigned int n;
+	char printk_levels[64];	/* to restore, when not empty */
 };
 
 FIXTURE_SETUP(console)
 {
 	self->fd = -1;
+	self->printk_levels[0] = '\0';
 	common_setup(_metadata, &self->kbad);
 	self->n = ids_of_consoles(self->ids, ARRAY_SIZE(self->ids));
 }
+
+static void console_restore_printk(FIXTURE_DATA(console) *self);
 
 FIXTURE_TEARDOWN(console)
 {
 	stop_test_threads();
 	close_fd(&self->fd);
+	console_restore_printk(self);
 	common_teardown(_metadata, self->kbad);
 }
 
@@ -4035,6 +4043,26 @@ FIXTURE_SETUP(hotplug)
 	common_setup(_metadata, &self->kbad);
 }
 
+/*
+ * device_del returns once the host dropped the port; the guest lets go of
+ * it when it reads PORT_REMOVE.  Tests after this one may want the number.
+ */
+static void hp_del_and_wait(struct __test_metadata *_metadata,
+			    const char *devid)
+{
+	char path[PATH_MAX];
+	struct vport vp;
+	bool found;
+
+	found = !strncmp(devid, "hp-", 3) && !find_port(devid + 3, &vp);
+	HOST("DEVICE_DEL %s %d", devid, PLUG_TIMEOUT_MS);
+	if (!found)
+		return;
+	snprintf(path, sizeof(path), SYS_PORTS "/%s", vp.sysname);
+	if (wait_path_gone(path, PLUG_TIMEOUT_MS))
+		TH_LOG("%s outlived device_del %s", path, devid);
+}
+
 FIXTURE_TEARDOWN(hotplug)
 {
 	int i;
@@ -4043,7 +4071,7 @@ FIXTURE_TEARDOWN(hotplug)
 	close_fd(&self->fd);
 	for (i = self->nadded - 1; i >= 0; i--)
 		if (self->added[i][0])
-			HOST("DEVICE_DEL %s %d", self->added[i], PLUG_TIMEOUT_MS);
+			hp_del_and_wait(_metadata, self->added[i]);
 	for (i = self->nchardevs - 1; i >= 0; i--)
 		if (self->chardevs[i][0])
 			HOST("CHARDEV_DEL %s", self->chardevs[i]);
@@ -4678,10 +4706,19 @@ TEST_F_TIMEOUT(pm, blocked_reader_survives_freeze_and_restore, 180)
 #define CONSOLE_SUSPEND		"/sys/module/printk/parameters/console_suspend"
 #define PRINTK_LEVELS		"/proc/sys/kernel/printk"
 
+/* Also from the teardown: a failed assertion must not leave them changed. */
+static void console_restore_printk(FIXTURE_DATA(console) *self)
+{
+	if (!self->printk_levels[0])
+		return;
+	write_text(PRINTK_LEVELS, self->printk_levels);
+	write_text(CONSOLE_SUSPEND, "Y");
+	self->printk_levels[0] = '\0';
+}
+
 TEST_F_TIMEOUT(console, emergency_write_carries_output_while_frozen, 180)
 {
 	static const char text[] = "suspend debug: Waiting";
-	char levels[64];
 	const char *skip;
 	unsigned int i;
 	int found = -1;
@@ -4692,12 +4729,12 @@ TEST_F_TIMEOUT(console, emergency_write_carries_output_while_frozen, 180)
 		SKIP(return, "the %s driver does not negotiate VIRTIO_CONSOLE_F_EMERG_WRITE",
 		     opt_driver);
 	MAP_CONSOLES(self->ids, self->n, self->hvc);
-	ASSERT_LT(0, read_text(PRINTK_LEVELS, levels, sizeof(levels)));
+	ASSERT_LT(0, read_text(PRINTK_LEVELS, self->printk_levels,
+			       sizeof(self->printk_levels)));
 	ASSERT_EQ(0, write_text(CONSOLE_SUSPEND, "N"));
 	ASSERT_EQ(0, write_text(PRINTK_LEVELS, "8"));
 	skip = pm_cycle(_metadata);
-	write_text(PRINTK_LEVELS, levels);
-	write_text(CONSOLE_SUSPEND, "Y");
+	console_restore_printk(self);
 	if (skip)
 		SKIP(return, "%s", skip);
 	/* QEMU hands the byte to the first console port the host has open. */

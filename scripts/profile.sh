@@ -1,0 +1,156 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# make profile [FIGURE=module_h2g_socket_64k]: where the time of one figure
+# of vserial_bench goes, for the figures that miss their target.
+#
+# The module's VM runs as make bench runs it, with the patched QEMU, but
+# under perf on this machine: QEMU writes a perf map (-perfmap) that names
+# the code it translated by guest address, and the guest boots with
+# nokaslr and prints its /proc/kallsyms before the benchmark, so that those
+# addresses get the guest's function names.  perf samples QEMU only while
+# the benchmark runs.
+#
+# Output (build/profile/<figure>.txt): the share of QEMU's samples per
+# guest function ("guest: name", translated guest code) and per function of
+# QEMU or of this machine's kernel (what TCG itself costs: its helpers,
+# softmmu lookups, the main loop), the top entries first.
+set -Eeuo pipefail
+trap 'echo "profile: line $LINENO: a command failed (status $?)" >&2' ERR
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+readonly TOP
+readonly SERIES=${KERNEL:-6.12}
+readonly FIGURE=${1:-module_h2g_socket_64k}
+readonly RUNS=${PROFILE_RUNS:-3}
+readonly TOPN=${PROFILE_TOP:-25}
+readonly SELFTESTS=$TOP/tools/testing/selftests/vserial
+readonly OUT=$TOP/build/profile
+
+say() { echo "profile: $*" >&2; }
+die() { echo "profile: $*" >&2; exit 2; }
+
+[[ $FIGURE =~ ^(module_(g2h|h2g)_(pipe|socket)_(4k|64k|1m)|memcpy_MBps)$ ]] ||
+	die "FIGURE must be memcpy_MBps or module_{g2h,h2g}_{pipe,socket}_{4k,64k,1m}, not '$FIGURE'"
+command -v perf >/dev/null || die "perf not found (package linux-perf)"
+[ -x /usr/bin/python3 ] || die "/usr/bin/python3 not found (package python3)"
+
+qemu=$("$TOP/scripts/qemu.sh" path)
+mkdir -p "$OUT"
+readonly LOG=$OUT/$FIGURE.vm.log
+readonly DATA=$OUT/$FIGURE.perf.data
+readonly REPORT=$OUT/$FIGURE.txt
+
+# The first program of the VM: the text symbols of the running kernel and
+# of its modules, between markers.
+cat >"$OUT/kallsyms" <<'EOF'
+#!/bin/sh
+echo KSYMS-BEGIN
+grep -E '^[0-9a-f]+ [tT] ' /proc/kallsyms
+echo KSYMS-END
+EOF
+chmod 755 "$OUT/kallsyms"
+
+vm_pid=
+perf_pid=
+cleanup() {
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+	fi
+	if [ -n "$vm_pid" ]; then
+		kill "$vm_pid" 2>/dev/null || true
+	fi
+}
+trap cleanup EXIT
+
+# $1: a line the VM prints; waits for it while the VM runs.
+wait_log_line() {
+	until grep -q "^$1" "$LOG" 2>/dev/null; do
+		kill -0 "$vm_pid" 2>/dev/null ||
+			die "the VM run ended before '$1': see $LOG and $OUT/$FIGURE.vmtest.out"
+		sleep 1
+	done
+}
+
+say "$FIGURE: $RUNS run(s) in a $SERIES VM under perf (log: $LOG)"
+rm -f "$LOG" "$DATA"
+VMTEST_QEMU_ARGS=-perfmap VMTEST_APPEND=nokaslr QEMU=$qemu \
+	"$SELFTESTS/vmtest.sh" -k "$SERIES" -m "$TOP/build/$SERIES/vhost_serial.ko" \
+	-l "$LOG" -T 3000 -e "VSERIAL_BENCH_ONLY=$FIGURE" \
+	-e "VSERIAL_BENCH_RUNS=$RUNS" "$OUT/kallsyms" \
+	"$TOP/build/selftests/vserial_bench" >"$OUT/$FIGURE.vmtest.out" 2>&1 &
+vm_pid=$!
+
+wait_log_line "VMTEST-BEGIN vserial_bench"
+# The QEMU whose console is our log (not the timeout(1) that started it).
+qemu_pid=$(pgrep -f -- "^$qemu .*file:$LOG" | head -n1) ||
+	die "no QEMU process writes $LOG"
+perf record -F 999 -p "$qemu_pid" -o "$DATA" 2>"$OUT/$FIGURE.perf.err" &
+perf_pid=$!
+wait_log_line "VMTEST-END vserial_bench"
+kill -INT "$perf_pid"
+wait "$perf_pid" || true
+perf_pid=
+if ! wait "$vm_pid"; then
+	vm_pid=
+	tail -n 8 "$OUT/$FIGURE.vmtest.out" >&2
+	die "the VM run failed: see $LOG"
+fi
+vm_pid=
+
+# perf reads /tmp/perf-<pid>.map, QEMU's map, while it reports.
+perf report -i "$DATA" --stdio --no-children --sort dso,sym -q \
+	--percent-limit 0.001 2>/dev/null >"$OUT/$FIGURE.perf.txt"
+rm -f "/tmp/perf-$qemu_pid.map"
+
+/usr/bin/python3 - "$LOG" "$OUT/$FIGURE.perf.txt" "$TOPN" >"$REPORT" <<'EOF'
+import bisect
+import re
+import sys
+
+log, perf_txt, topn = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+addrs, names = [], []
+inside = False
+for line in open(log, errors="replace"):
+    line = line.rstrip("\r\n")
+    if line == "KSYMS-BEGIN":
+        inside = True
+    elif line == "KSYMS-END":
+        inside = False
+    elif inside:
+        f = line.split()
+        if len(f) >= 3:
+            mod = " " + f[3] if len(f) > 3 else ""
+            addrs.append(int(f[0], 16))
+            names.append(f[2] + mod)
+order = sorted(range(len(addrs)), key=addrs.__getitem__)
+addrs = [addrs[i] for i in order]
+names = [names[i] for i in order]
+
+shares = {}
+guest = other = 0.0
+row = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$")
+for line in open(perf_txt, errors="replace"):
+    m = row.match(line)
+    if not m:
+        continue
+    pct, dso, sym = float(m.group(1)), m.group(2), m.group(4).strip()
+    g = re.match(r"guest-0x([0-9a-f]+)", sym)
+    if g:
+        i = bisect.bisect_right(addrs, int(g.group(1), 16)) - 1
+        key = "guest: " + (names[i] if i >= 0 else "?")
+        guest += pct
+    else:
+        key = "%s: %s" % ("host kernel" if m.group(3) == "k" else dso, sym)
+        other += pct
+    shares[key] = shares.get(key, 0.0) + pct
+
+print("# %d guest symbols; translated guest code %.1f%%, QEMU and host %.1f%%"
+      % (len(addrs), guest, other))
+for key, pct in sorted(shares.items(), key=lambda kv: -kv[1])[:topn]:
+    print("%6.2f%%  %s" % (pct, key))
+EOF
+grep '^BENCH ' "$LOG" | tr -d '\r' >&2 || true
+cat "$REPORT"
+say "report: $REPORT"
