@@ -22,7 +22,7 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 readonly TOP
 readonly SERIES=${KERNEL:-6.12}
 readonly FIGURE=${1:-module_h2g_socket_64k}
-readonly RUNS=${PROFILE_RUNS:-3}
+readonly RUNS=${PROFILE_RUNS:-2}
 readonly TOPN=${PROFILE_TOP:-25}
 readonly SELFTESTS=$TOP/tools/testing/selftests/vserial
 readonly OUT=$TOP/build/profile
@@ -77,7 +77,7 @@ rm -f "$LOG" "$DATA"
 VMTEST_QEMU_ARGS=-perfmap VMTEST_APPEND=nokaslr QEMU=$qemu \
 	"$SELFTESTS/vmtest.sh" -k "$SERIES" -m "$TOP/build/$SERIES/vhost_serial.ko" \
 	-l "$LOG" -T 3000 -e "VSERIAL_BENCH_ONLY=$FIGURE" \
-	-e "VSERIAL_BENCH_RUNS=$RUNS" "$OUT/kallsyms" \
+	-e "VSERIAL_BENCH_RUNS=$RUNS" -e VSERIAL_BENCH_SCALE=8 "$OUT/kallsyms" \
 	"$TOP/build/selftests/vserial_bench" >"$OUT/$FIGURE.vmtest.out" 2>&1 &
 vm_pid=$!
 
@@ -88,7 +88,8 @@ qemu_pid=$(pgrep -f -- "^$qemu .*file:$LOG" | head -n1) ||
 perf record -F 999 -p "$qemu_pid" -o "$DATA" 2>"$OUT/$FIGURE.perf.err" &
 perf_pid=$!
 wait_log_line "VMTEST-END vserial_bench"
-kill -INT "$perf_pid"
+# perf may have ended already, with QEMU.
+kill -INT "$perf_pid" 2>/dev/null || true
 wait "$perf_pid" || true
 perf_pid=
 if ! wait "$vm_pid"; then
@@ -119,18 +120,18 @@ for line in open(log, errors="replace"):
     elif line == "KSYMS-END":
         inside = False
     elif inside:
-        f = line.split()
-        if len(f) >= 3:
-            mod = " " + f[3] if len(f) > 3 else ""
-            addrs.append(int(f[0], 16))
-            names.append(f[2] + mod)
+        # Kernel messages relayed to the console may fall in between.
+        m = re.match(r"^([0-9a-f]+) [tT] (\S+)(\s+\S+)?$", line)
+        if m:
+            addrs.append(int(m.group(1), 16))
+            names.append(m.group(2) + (m.group(3) or ""))
 order = sorted(range(len(addrs)), key=addrs.__getitem__)
 addrs = [addrs[i] for i in order]
 names = [names[i] for i in order]
 
 shares = {}
 guest = other = 0.0
-row = re.compile(r"^\s*([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$")
+row = re.compile(r"^\s*([0-9.]+)%\s+(.*?)\s+\[(.)\]\s+(.*)$")
 for line in open(perf_txt, errors="replace"):
     m = row.match(line)
     if not m:

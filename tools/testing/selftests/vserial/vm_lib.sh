@@ -71,9 +71,11 @@ add_kernel_module() {
 
 # Whether the VM of serial log $1 died before its /init ran: a crash of the
 # emulated machine at boot (seen rarely under TCG with several vCPUs), not
-# of a test.
+# of a test.  grep reads the whole log (-c, not -q): stopping at the first
+# match would end tr with SIGPIPE on a long log, and pipefail would call
+# that a failed boot.
 vm_boot_failed() {
-	! tr -d '\r' <"$1" 2>/dev/null | grep -q '^VMTEST-BOOTED '
+	! tr -d '\r' <"$1" 2>/dev/null | grep -c '^VMTEST-BOOTED ' >/dev/null
 }
 
 # The CPU model of the test VMs under TCG: -cpu max where QEMU $1 offers it,

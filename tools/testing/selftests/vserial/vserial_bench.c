@@ -27,7 +27,9 @@
  * (the smoke run of make check); VSERIAL_BENCH_RUNS=N sets the repeats
  * (default 5); VSERIAL_BENCH_ONLY=<prefix> runs only the figures whose
  * names start with it (module_ and memcpy_ figures one by one, scale_ and
- * mem_ as a whole), for scripts/profile.sh or a quick look at one figure.
+ * mem_ as a whole), for scripts/profile.sh or a quick look at one figure;
+ * VSERIAL_BENCH_SCALE=N (1..64) moves N times the data in each module_ run,
+ * so that set-up is a small part of a profile.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,6 +60,7 @@
 enum backend { BK_PIPE, BK_SOCKET };
 
 static unsigned int runs = 5;
+static unsigned int scale = 1;	/* data per module_ run, times this */
 static bool quick;
 static const char *only;
 
@@ -221,6 +224,7 @@ static double module_run(enum backend bk, bool g2h, size_t size)
 	double t0, dt;
 	int host = -1, ret;
 
+	total *= scale;
 	ret = bench_device(&d, 1);
 	if (!ret)
 		ret = attach_backend(&d, 0, bk, g2h, &host);
@@ -575,6 +579,9 @@ int main(void)
 	if (quick)
 		runs = 1;
 	only = getenv("VSERIAL_BENCH_ONLY");
+	e = getenv("VSERIAL_BENCH_SCALE");
+	if (e && atoi(e) > 0 && atoi(e) <= 64)
+		scale = atoi(e);
 	setrlimit(RLIMIT_NOFILE, &rl);
 	printf("# vserial_bench: %u run(s) per figure%s%s%s\n", runs,
 	       quick ? ", quick" : "", only ? ", only " : "", only ? only : "");
