@@ -1824,6 +1824,12 @@ static long vhost_serial_add_port(struct vhost_serial *vs,
 	swap(port->cbuf, cbuf);
 	port->cbuf_len = 0;
 	port->tx_offset = 0;
+	/* Without a control queue no PORT_READY ends the stale output. */
+	if (port->tx_stale && !vhost_serial_multiport(tx)) {
+		if (vhost_vq_get_backend(tx))
+			vhost_serial_tx_discard(port, tx);
+		port->tx_stale = false;
+	}
 	port->console = console;
 	port->name_len = name_len;
 	memcpy(port->name, cfg->name, name_len);

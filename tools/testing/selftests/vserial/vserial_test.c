@@ -1074,6 +1074,38 @@ TEST_F(vserial, legacy_single_port_without_multiport)
 	host_end_close(&h);
 }
 
+/*
+ * Without a control queue nothing tells when the guest let go of a removed
+ * port: output queued while it is gone is handed back unread, and port 0
+ * added again works at once.
+ */
+TEST_F(vserial, legacy_port_removed_and_added_again)
+{
+	uint64_t features = 1ULL << VIRTIO_F_VERSION_1;
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	uint64_t used_len;
+	struct vs_flow f;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 1, features));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, vs_del_port(&self->d, 0));
+	ASSERT_EQ(0, queue_tx(&self->d, 0, 4096, 'a'));
+	ASSERT_EQ(0, collect_tx(&self->d, 0, 1, &used_len));
+	EXPECT_EQ(0, used_len);
+
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(4096, st.tx_dropped);
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 0, &h));
+	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, true, h.peer_rd, 16 * 1024, 1));
+	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
+	EXPECT_TRUE(vs_flow_match(&f));
+	host_end_close(&h);
+}
+
 TEST_F_TIMEOUT(vserial, event_idx_transfer_both_ways, 120)
 {
 	uint64_t features = vs_default_features() |
