@@ -14,7 +14,9 @@
 #               (b) QEMU's userspace virtio-serial, (c) vhost-vsock; 1-byte
 #               round trip; one pass over the data inside L2 as the limit
 #   3. driver   the project's driver against the in-tree one, one-level VM,
-#               QEMU's userspace device (Debian's QEMU)
+#               QEMU's userspace device (Debian's QEMU); and nested, on
+#               vhost=on (the e2e run boots L2 once more with the in-tree
+#               driver: e2e_intree_*)
 #   4. scale    1/8/64 ports, 1/8/32 devices; kernel memory per device
 #   5. cpu      L1's busy CPU time per GiB moved, (a) and (b)
 #   6. zerocopy guest output into a pipe by reference
@@ -42,7 +44,7 @@ readonly STAMP
 readonly RESULT=$OUTDIR/bench-$STAMP.txt
 # Figures each part must produce (the smoke checks them all).
 readonly FIGURES="memcpy_MBps module_g2h_pipe_64k module_h2g_socket_64k
-e2e_vhost_g2h_MBps e2e_userspace_g2h_MBps e2e_vsock_g2h_MBps
+e2e_vhost_g2h_MBps e2e_userspace_g2h_MBps e2e_vsock_g2h_MBps e2e_intree_g2h_MBps
 e2e_vhost_rtt_us e2e_userspace_rtt_us e2e_vsock_rtt_us e2e_l2_one_pass_MBps
 drv_project_g2h_MBps drv_intree_g2h_MBps scale_ports_64_MBps
 scale_devices_32_MBps mem_idle_1ports_KiB mem_busy_1port_KiB
@@ -114,7 +116,8 @@ part_driver() {
 	done
 }
 
-# Figures 2 and 5: one host VM, three L2 boots (e2e_bench_suite.sh).
+# Figures 2, 3 (on vhost=on) and 5: one host VM, four L2 boots
+# (e2e_bench_suite.sh).
 part_e2e() {
 	local log=$LOGDIR/bench-e2e.log qemu ch sect mib=16
 
@@ -129,7 +132,7 @@ part_e2e() {
 		-d "$TOP/build/$SERIES/virtio_console.ko" \
 		-b "$TOP/build/selftests/vserial_guest" -m $mib \
 		>"$log.out" 2>&1 || run_failed "the nested run" "$log"
-	for ch in vhost userspace vsock; do
+	for ch in vhost intree userspace vsock; do
 		sect=$(mktemp)
 		tr -d '\r' <"$log" 2>/dev/null |
 			sed -n "/^E2E-BENCH $ch BEGIN/,/^E2E-BENCH $ch END/p" >"$sect"
@@ -154,6 +157,7 @@ part_ratios() {
 		ratio "e2e_${d}_vhost_vs_vsock" "e2e_vhost_${d}_MBps" "e2e_vsock_${d}_MBps"
 		ratio "e2e_${d}_vhost_vs_one_pass" "e2e_vhost_${d}_MBps" e2e_l2_one_pass_MBps
 		ratio "drv_${d}_project_vs_intree" "drv_project_${d}_MBps" "drv_intree_${d}_MBps"
+		ratio "drv_${d}_project_vs_intree_vhost" "e2e_vhost_${d}_MBps" "e2e_intree_${d}_MBps"
 		ratio "cpu_${d}_vhost_vs_userspace" "e2e_vhost_cpu_${d}_s_per_GiB" "e2e_userspace_cpu_${d}_s_per_GiB"
 	done
 	for d in null file; do

@@ -3,9 +3,10 @@
 #
 # Scenario of make bench's nested figures, run by e2e_vmtest.sh inside the
 # host VM (L1).  The same L2 guest (Debian 6.12, the driver given) runs the
-# benchmark group of vserial_guest over three channels, one L2 boot each:
+# benchmark group of vserial_guest over four channels, one L2 boot each:
 #
 #   vhost      virtio-serial-pci,vhost=on: the queues in L1's vhost_serial.ko
+#   intree     the same device, with L2's in-tree driver instead of DRIVER
 #   userspace  virtio-serial-pci: QEMU's own device (the same QEMU binary)
 #   vsock      vhost-vsock-pci, AF_VSOCK stream (vserial_guest's vsock group)
 #
@@ -42,6 +43,7 @@ run_channel() {
 }
 
 run_channel vhost -g bench -o vhost=on "$@"
+run_channel intree -g bench -o vhost=on "$@" -d intree
 run_channel userspace -g bench "$@"
 run_channel vsock -g vsock "$@"
 exit $status
