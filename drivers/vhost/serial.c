@@ -298,6 +298,27 @@ static void vhost_serial_bad_chain(const struct vhost_serial_queue_ops *ops,
 }
 
 /*
+ * The next chain of @vq into vq->iov: its head, vq->num when the ring is
+ * empty (notification is then enabled again, unless the guest raced us
+ * and there is one more), or a negative errno for a malformed chain.
+ * Notification must be disabled.
+ */
+static int vhost_serial_next_chain(struct vhost_virtqueue *vq,
+				   unsigned int *out, unsigned int *in,
+				   struct vhost_log *log, unsigned int *log_num)
+{
+	int head;
+
+	for (;;) {
+		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
+					 out, in, log, log_num);
+		if (head != vq->num || likely(!vhost_enable_notify(vq->dev, vq)))
+			return head;
+		vhost_disable_notify(vq->dev, vq);
+	}
+}
+
+/*
  * The loop every queue runs, with the queue mutex held and a backend set:
  * take chains until the ring is empty (then re-enable notification, and
  * go on if the guest raced us), the handler stops, or the queue used up its
@@ -323,19 +344,14 @@ static void vhost_serial_run_queue(struct vhost_virtqueue *vq,
 	do {
 		if (ops->want_more && !ops->want_more(ctx))
 			break;
-		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
-					 &c.out, &c.in, vq_log, &log_num);
+		head = vhost_serial_next_chain(vq, &c.out, &c.in, vq_log,
+					       &log_num);
 		if (unlikely(head < 0)) {
 			vhost_serial_bad_chain(ops, ctx, vq, "bad descriptor chain");
 			break;
 		}
-		if (head == vq->num) {
-			if (unlikely(vhost_enable_notify(dev, vq))) {
-				vhost_disable_notify(dev, vq);
-				continue;
-			}
+		if (head == vq->num)
 			break;
-		}
 		if (unlikely(ops->device_writes ? c.out : c.in)) {
 			vhost_serial_bad_chain(ops, ctx, vq,
 					       "descriptor of the wrong direction");
@@ -1428,20 +1444,14 @@ static void vhost_serial_tx_discard(struct vhost_serial_port *port,
 
 	vhost_disable_notify(dev, vq);
 	for (i = 0; i < vq->num; i++) {
-		head = vhost_get_vq_desc(vq, vq->iov, ARRAY_SIZE(vq->iov),
-					 &out, &in, NULL, NULL);
+		head = vhost_serial_next_chain(vq, &out, &in, NULL, NULL);
 		if (unlikely(head < 0)) {
 			vhost_serial_bad_chain(&vhost_serial_tx_ops, port, vq,
 					       "bad descriptor chain");
 			break;
 		}
-		if (head == vq->num) {
-			if (unlikely(vhost_enable_notify(dev, vq))) {
-				vhost_disable_notify(dev, vq);
-				continue;
-			}
+		if (head == vq->num)
 			break;
-		}
 		vhost_add_used(vq, head, 0);
 		port->tx_dropped += iov_length(vq->iov, out);
 		added = true;

@@ -358,6 +358,17 @@ void vs_vq_kick(struct vs_vq *vq)
 	}
 }
 
+/* One device-readable buffer, made available and kicked: 0 or -ENOSPC. */
+int vs_vq_send(struct vs_vq *vq, void *buf, size_t len)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+
+	if (vs_vq_add(vq, &iov, 1, NULL, 0, buf) < 0)
+		return -ENOSPC;
+	vs_vq_kick(vq);
+	return 0;
+}
+
 void *vs_vq_get(struct vs_vq *vq, uint32_t *len)
 {
 	uint16_t used_idx = __atomic_load_n(&vq->used->idx, __ATOMIC_ACQUIRE);
@@ -448,7 +459,6 @@ int vs_ctrl_start(struct vs_dev *d)
 int vs_ctrl_send_raw(struct vs_dev *d, const void *msg, size_t len)
 {
 	struct vs_vq *vq = &d->vqs[VS_CTRL_TX];
-	struct iovec iov;
 	char *buf;
 	int ret;
 
@@ -461,11 +471,9 @@ int vs_ctrl_send_raw(struct vs_dev *d, const void *msg, size_t len)
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, msg, len);
-	iov.iov_base = buf;
-	iov.iov_len = len;
-	if (vs_vq_add(vq, &iov, 1, NULL, 0, buf) < 0)
-		return -ENOSPC;
-	vs_vq_kick(vq);
+	ret = vs_vq_send(vq, buf, len);
+	if (ret)
+		return ret;
 	while (!vs_vq_get(vq, NULL)) {
 		ret = vs_vq_wait(vq, VS_TIMEOUT_MS);
 		if (ret)

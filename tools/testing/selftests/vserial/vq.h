@@ -111,6 +111,7 @@ int vs_vq_add(struct vs_vq *vq, const struct iovec *out, unsigned int nout,
 	      const struct iovec *in, unsigned int nin, void *cookie);
 void vs_vq_publish(struct vs_vq *vq, uint16_t head);
 void vs_vq_kick(struct vs_vq *vq);
+int vs_vq_send(struct vs_vq *vq, void *buf, size_t len);
 void *vs_vq_get(struct vs_vq *vq, uint32_t *len);
 int vs_vq_wait(struct vs_vq *vq, int timeout_ms);
 int vs_wait_fd(int fd, short events, int timeout_ms);

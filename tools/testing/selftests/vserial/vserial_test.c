@@ -403,20 +403,12 @@ TEST_F(vserial, hot_add_and_remove_while_data_flows)
 /* Queues @len bytes of @c on port @port's transmit queue and kicks. */
 static int queue_tx(struct vs_dev *d, unsigned int port, size_t len, char c)
 {
-	struct vs_vq *vq = &d->vqs[vs_tx_vq(port)];
-	struct iovec iov;
-	char *buf;
+	char *buf = vs_alloc(d, len, 64);
 
-	buf = vs_alloc(d, len, 64);
 	if (!buf)
 		return -ENOMEM;
 	memset(buf, c, len);
-	iov.iov_base = buf;
-	iov.iov_len = len;
-	if (vs_vq_add(vq, &iov, 1, NULL, 0, buf) < 0)
-		return -ENOSPC;
-	vs_vq_kick(vq);
-	return 0;
+	return vs_vq_send(&d->vqs[vs_tx_vq(port)], buf, len);
 }
 
 /* Waits for @n used transmit buffers of @port and sums their lengths. */
@@ -1268,21 +1260,14 @@ static int zc_port(struct vs_dev *d, struct vs_port_info *info, int p[2])
 /* One guest buffer of pattern bytes on port 0's transmit queue. */
 static char *zc_queue(struct vs_dev *d, size_t len, uint32_t seed)
 {
-	struct vs_vq *vq = &d->vqs[vs_tx_vq(0)];
 	uint64_t st = seed;
-	struct iovec iov;
 	char *buf;
 
 	buf = vs_alloc(d, len, 4096);
 	if (!buf)
 		return NULL;
 	vs_pattern(&st, buf, len);
-	iov.iov_base = buf;
-	iov.iov_len = len;
-	if (vs_vq_add(vq, &iov, 1, NULL, 0, buf) < 0)
-		return NULL;
-	vs_vq_kick(vq);
-	return buf;
+	return vs_vq_send(&d->vqs[vs_tx_vq(0)], buf, len) ? NULL : buf;
 }
 
 /* Reads exactly len bytes of the pipe, waiting for them. */
