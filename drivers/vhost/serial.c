@@ -1734,10 +1734,11 @@ static long vhost_serial_set_num_ports(struct vhost_serial *vs, u32 nr)
 	/*
 	 * Pages, not kmalloc: a struct vhost_virtqueue is over 18 KiB, and
 	 * kmalloc would round the array up to a power of two (128 KiB for
-	 * the 4 queues of one port, 4 MiB for 64 ports).
+	 * the 4 queues of one port, 4 MiB for 64 ports).  A failure is the
+	 * caller's ENOMEM, not a splat in the log.
 	 */
 	vqs = __vmalloc(array_size(nvqs, sizeof(*vqs)),
-			GFP_KERNEL_ACCOUNT | __GFP_ZERO);
+			GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN);
 	if (!vqs)
 		goto out_unlock;
 	vq_ptrs = kvcalloc(nvqs, sizeof(*vq_ptrs), GFP_KERNEL_ACCOUNT);
