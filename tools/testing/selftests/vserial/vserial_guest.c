@@ -2822,6 +2822,52 @@ static int64_t fill_port(int fd, uint64_t limit)
 	return errno == EAGAIN ? (int64_t)total : -errno;
 }
 
+/*
+ * The device may still take output after fill_port() saw EAGAIN: QEMU's
+ * device goes on until its chardev pushes back.  Fills again while the
+ * port says it is writable, at most @rounds times; adds to *filled.
+ */
+static int fill_port_until_full(int fd, int64_t *filled, int rounds)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	int64_t more;
+
+	do {
+		more = fill_port(fd, 512 * MiB);
+		if (more < 0)
+			return more;
+		*filled += more;
+	} while (poll(&pfd, 1, 0) == 1 && --rounds > 0);
+	return 0;
+}
+
+/*
+ * Starts a blocking write of @len bytes on a full port and waits until it
+ * sleeps.  One that went through because the device took more meanwhile
+ * is counted in *filled, and the port filled again.
+ */
+static int start_blocked_write(struct call *c, int fd, size_t len,
+			       int64_t *filled)
+{
+	int ret, rounds = 8;
+
+	for (;;) {
+		ret = fill_port_until_full(fd, filled, 8);
+		if (!ret)
+			ret = call_start(c, fd, true, len);
+		if (!ret)
+			ret = call_wait_blocked(c, WAKE_TIMEOUT_MS);
+		if (ret != -ESRCH || !--rounds)
+			return ret;
+		ret = call_join(c, WAKE_TIMEOUT_MS);
+		if (ret)
+			return ret;
+		if (c->ret < 0)
+			return -c->err;
+		*filled += c->ret;
+	}
+}
+
 /* Reads exactly len bytes within timeout_ms. */
 static ssize_t read_exact(int fd, void *buf, size_t len, int timeout_ms)
 {
@@ -3293,12 +3339,15 @@ TEST_F(port, nonblocking_write_fails_eagain_when_host_stops_reading)
 	struct pollfd pfd;
 	struct xfer_result res;
 	int64_t filled;
+	int ret;
 
 	self->fd = open_port("p2", O_RDWR | O_NONBLOCK);
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
-	filled = fill_port(self->fd, 512 * MiB);
-	ASSERT_LT(0, filled) TH_LOG("fill: %s", strerror(-filled));
+	filled = 0;
+	ret = fill_port_until_full(self->fd, &filled, 8);
+	ASSERT_EQ(0, ret) TH_LOG("fill: %s", strerror(-ret));
+	ASSERT_LT(0, filled);
 	pfd.fd = self->fd;
 	pfd.events = POLLOUT;
 	EXPECT_EQ(0, poll(&pfd, 1, 0)) TH_LOG("POLLOUT with a full queue");
@@ -3319,10 +3368,10 @@ TEST_F(port, blocking_write_waits_for_host_to_drain)
 	self->fd = open_port("p2", O_RDWR);
 	ASSERT_LE(0, self->fd);
 	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
-	filled = fill_port(self->fd, 512 * MiB);
+	filled = 0;
+	ASSERT_EQ(0, start_blocked_write(&c, self->fd, 200, &filled))
+		TH_LOG("write did not block");
 	ASSERT_LT(0, filled);
-	ASSERT_EQ(0, call_start(&c, self->fd, true, 200));
-	ASSERT_EQ(0, call_wait_blocked(&c, WAKE_TIMEOUT_MS)) TH_LOG("write did not block");
 	ASSERT_HOST("RECV p2 0 count");
 	ASSERT_EQ(0, call_join(&c, WAKE_TIMEOUT_MS)) TH_LOG("write did not wake up");
 	ASSERT_EQ(200, c.ret) TH_LOG("write: %s", strerror(c.err));
