@@ -56,6 +56,13 @@ candidate() {
 	apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: *//p'
 }
 
+# Whether the archive offers version $2 of package $1.
+has_version() {
+	apt-cache madison "$1" 2>/dev/null |
+		awk -F'|' -v v="$2" '{ gsub(/ /, "", $2) } $2 == v { f = 1 }
+			END { exit !f }'
+}
+
 # The kernel release (uname -r) that a meta package points at.
 resolve_release() {
 	local meta=$1 dep
@@ -85,10 +92,17 @@ setup_series() {
 	*) die "$meta resolves to $rel, not a $series kernel" ;;
 	esac
 	imgver=$(candidate "linux-image-$rel")
-	srcver=$(candidate "linux-source-$series")
 	hdrver=$(candidate "linux-headers-$rel")
-	[ "$imgver" = "$srcver" ] && [ "$imgver" = "$hdrver" ] ||
-		die "version mismatch for $series: image $imgver, headers $hdrver, source $srcver"
+	[ "$imgver" = "$hdrver" ] ||
+		die "version mismatch for $series: image $imgver, headers $hdrver"
+	# The source package can be ahead of the image: a security update is
+	# published in parts, the signed image last.  Take the image's version.
+	srcver=$(candidate "linux-source-$series")
+	if [ "$srcver" != "$imgver" ]; then
+		has_version "linux-source-$series" "$imgver" ||
+			die "the archive has linux-source-$series $srcver but not $imgver, the image's version"
+		log "$series: linux-source-$series $srcver is newer than the image; using $imgver"
+	fi
 
 	if [ -f "$dir/env" ] && grep -qx "VERSION=$imgver" "$dir/env" &&
 	   grep -qx "FILES=$files_key" "$dir/env" &&
@@ -97,7 +111,15 @@ setup_series() {
 		return
 	fi
 
-	apt_install "linux-headers-$rel" "linux-source-$series"
+	apt_install "linux-headers-$rel"
+	if [ "$(pkg_installed_version "linux-source-$series")" != "$imgver" ]; then
+		apt_update_once
+		log "installing linux-source-$series $imgver"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends --allow-downgrades \
+			"linux-source-$series=$imgver" >/dev/null ||
+			die "apt-get install linux-source-$series=$imgver failed"
+	fi
 	[ "$(pkg_installed_version "linux-headers-$rel")" = "$imgver" ] ||
 		die "installed linux-headers-$rel is not $imgver"
 	[ "$(pkg_installed_version "linux-source-$series")" = "$imgver" ] ||
