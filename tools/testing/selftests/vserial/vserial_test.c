@@ -1095,6 +1095,7 @@ TEST_F(vserial, legacy_port_removed_and_added_again)
 	ASSERT_EQ(0, vs_flow_init(&f, &self->d, 0, true, h.peer_rd, 16 * 1024, 1));
 	ASSERT_EQ(0, vs_pump(&f, 1, VS_TIMEOUT_MS));
 	EXPECT_TRUE(vs_flow_match(&f));
+	vs_flow_free(&f);
 	host_end_close(&h);
 }
 
