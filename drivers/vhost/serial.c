@@ -20,6 +20,7 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/net.h>
+#include <linux/nospec.h>
 #include <linux/pipe_fs_i.h>
 #include <linux/poll.h>
 #include <linux/sched.h>
@@ -150,6 +151,7 @@ struct vhost_serial_port {
 	bool present;
 	bool console;
 	bool announced;		/* PORT_ADD queued for the guest */
+	u32 ready_owed;		/* PORT_ADDs the guest has not answered */
 	bool guest_ready;
 	bool guest_open;
 	bool host_open;
@@ -613,8 +615,10 @@ static void vhost_serial_announce(struct vhost_serial_port *port)
 	if (!port->present || !port->vs->guest_ready)
 		return;
 	if (!vhost_serial_send(port->vs, port->id,
-			       VIRTIO_CONSOLE_PORT_ADD, 1))
+			       VIRTIO_CONSOLE_PORT_ADD, 1)) {
 		port->announced = true;
+		port->ready_owed++;
+	}
 }
 
 /* Tell the guest whether the host side is connected; caller holds port_lock. */
@@ -1455,6 +1459,8 @@ static void vhost_serial_tx_discard(struct vhost_serial_port *port,
 		vhost_add_used(vq, head, 0);
 		port->tx_dropped += iov_length(vq->iov, out);
 		added = true;
+		/* A ring's worth of long chains is no work for one slice. */
+		cond_resched();
 	}
 	if (i == vq->num)
 		vhost_poll_queue(&vq->poll);
@@ -1463,21 +1469,22 @@ static void vhost_serial_tx_discard(struct vhost_serial_port *port,
 }
 
 /*
- * A guest that sends PORT_READY for a port added again has let go of the
- * removed port: whatever that port had queued is in the ring by now.
+ * A guest that answers the PORT_ADD of a port added again has let go of
+ * the removed port: whatever that port had queued is in the ring by now.
  * Drop it here, before the new port's first message can reach the guest,
- * so none of it reaches the new port's backend.
+ * so none of it reaches the new port's backend.  A queue without a
+ * backend here was never set up by the guest (control queues start after
+ * the port queues and stop before them), so there is nothing to drop.
+ * Caller holds the vq mutex.
  */
-static void vhost_serial_tx_settle(struct vhost_serial_port *port)
+static void vhost_serial_tx_settle(struct vhost_serial_port *port,
+				   struct vhost_virtqueue *vq)
 {
-	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
-
-	mutex_lock_nested(&vq->mutex, 1);
-	if (port->tx_stale && vhost_vq_get_backend(vq) && port->present) {
+	if (!port->tx_stale)
+		return;
+	if (vhost_vq_get_backend(vq))
 		vhost_serial_tx_discard(port, vq);
-		port->tx_stale = false;
-	}
-	mutex_unlock(&vq->mutex);
+	port->tx_stale = false;
 }
 
 static void vhost_serial_handle_tx(struct vhost_serial_port *port)
@@ -1489,8 +1496,16 @@ static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 	if (!vhost_vq_get_backend(vq))
 		goto out_unlock;
 	/* A removed port's output goes nowhere, as with QEMU's device. */
-	if (port->tx_stale)
+	if (port->tx_stale) {
 		vhost_serial_tx_discard(port, vq);
+		/*
+		 * Without a control queue nothing else ends it: a port added
+		 * again while the device was stopped starts on the ring as
+		 * it finds it now (a guest writes nothing while stopped).
+		 */
+		if (READ_ONCE(port->present) && !vhost_serial_multiport(vq))
+			port->tx_stale = false;
+	}
 	if (port->tx_stale || !READ_ONCE(port->present))
 		goto out_unlock;
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
@@ -1529,9 +1544,13 @@ static void vhost_serial_out_poll_work(struct vhost_work *work)
 static struct vhost_serial_port *
 vhost_serial_guest_port(struct vhost_serial *vs, u32 id, u16 event)
 {
-	if (id < vs->nr_ports && vs->ports[id].present &&
-	    vs->ports[id].announced)
-		return &vs->ports[id];
+	struct vhost_serial_port *port;
+
+	if (id < vs->nr_ports) {
+		port = &vs->ports[array_index_nospec(id, vs->nr_ports)];
+		if (port->present && port->announced)
+			return port;
+	}
 	pr_warn_ratelimited("guest sent event %u for unknown port %u\n",
 			    event, id);
 	return NULL;
@@ -1574,12 +1593,62 @@ static void vhost_serial_guest_restart(struct vhost_serial *vs)
 	for (i = 0; i < vs->nr_ports; i++) {
 		port = &vs->ports[i];
 		port->announced = false;
+		port->ready_owed = 0;
 		if (!port->guest_ready && !port->guest_open)
 			continue;
 		port->guest_ready = false;
 		WRITE_ONCE(port->guest_open, false);
 		vhost_serial_port_notify(port);
 	}
+}
+
+/*
+ * PORT_READY answers one PORT_ADD, and only the answer to the latest one
+ * counts: a guest that has not yet seen a port's removal may still answer
+ * the PORT_ADD before it after the port was added again.
+ */
+static void vhost_serial_guest_port_ready(struct vhost_serial *vs,
+					  struct vhost_virtqueue *ctrl_vq,
+					  u32 id, u16 value)
+{
+	struct vhost_serial_port *port;
+	struct vhost_virtqueue *tx;
+	bool owed;
+
+	if (id >= vs->nr_ports)
+		goto unknown;
+	port = &vs->ports[array_index_nospec(id, vs->nr_ports)];
+	tx = vhost_serial_port_tx_vq(port);
+	/*
+	 * Nests inside the control tx vq mutex (port 0's tx vq has the
+	 * lower index: nothing here may take them in index order).
+	 */
+	mutex_lock_nested(&tx->mutex, 1);
+	mutex_lock(&vs->port_lock);
+	owed = port->ready_owed;
+	if (owed && --port->ready_owed)
+		goto out_unlock;
+	/* Unless expected, an answer for a removed port is an error. */
+	if (!port->present || !port->announced) {
+		if (!owed)
+			goto unknown_unlock;
+		goto out_unlock;
+	}
+	if (value)
+		vhost_serial_tx_settle(port, tx);
+	vhost_serial_port_ready(port, value);
+out_unlock:
+	mutex_unlock(&vs->port_lock);
+	mutex_unlock(&tx->mutex);
+	return;
+
+unknown_unlock:
+	mutex_unlock(&vs->port_lock);
+	mutex_unlock(&tx->mutex);
+unknown:
+	pr_warn_ratelimited("guest sent event %u for unknown port %u\n",
+			    VIRTIO_CONSOLE_PORT_READY, id);
+	vq_err(ctrl_vq, "PORT_READY for unknown port\n");
 }
 
 static void vhost_serial_guest_msg(struct vhost_serial *vs,
@@ -1592,9 +1661,10 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 	struct vhost_serial_port *port;
 	u32 i;
 
-	/* Takes the port's tx vq mutex, which nests outside port_lock. */
-	if (event == VIRTIO_CONSOLE_PORT_READY && value && id < vs->nr_ports)
-		vhost_serial_tx_settle(&vs->ports[id]);
+	if (event == VIRTIO_CONSOLE_PORT_READY) {
+		vhost_serial_guest_port_ready(vs, vq, id, value);
+		return;
+	}
 
 	mutex_lock(&vs->port_lock);
 	switch (event) {
@@ -1613,13 +1683,6 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 		vs->guest_ready = true;
 		for (i = 0; i < vs->nr_ports; i++)
 			vhost_serial_announce(&vs->ports[i]);
-		break;
-	case VIRTIO_CONSOLE_PORT_READY:
-		port = vhost_serial_guest_port(vs, id, event);
-		if (port)
-			vhost_serial_port_ready(port, value);
-		else
-			vq_err(vq, "PORT_READY for unknown port\n");
 		break;
 	case VIRTIO_CONSOLE_PORT_OPEN:
 		port = vhost_serial_guest_port(vs, id, event);
@@ -1835,10 +1898,13 @@ static long vhost_serial_add_port(struct vhost_serial *vs,
 	swap(port->cbuf, cbuf);
 	port->cbuf_len = 0;
 	port->tx_offset = 0;
-	/* Without a control queue no PORT_READY ends the stale output. */
-	if (port->tx_stale && !vhost_serial_multiport(tx)) {
-		if (vhost_vq_get_backend(tx))
-			vhost_serial_tx_discard(port, tx);
+	/*
+	 * Without a control queue no PORT_READY ends the stale output: drop
+	 * it now, or, stopped, when the queue runs next (vhost_serial_handle_tx).
+	 */
+	if (port->tx_stale && !vhost_serial_multiport(tx) &&
+	    vhost_vq_get_backend(tx)) {
+		vhost_serial_tx_discard(port, tx);
 		port->tx_stale = false;
 	}
 	port->console = console;
@@ -2116,32 +2182,56 @@ out_unlock:
 	return ret;
 }
 
-/* Set every configured queue's backend; caller holds dev.mutex. */
+static bool vhost_serial_is_ctrl_vq(u32 index)
+{
+	return index == VHOST_SERIAL_VQ_CTRL_RX ||
+	       index == VHOST_SERIAL_VQ_CTRL_TX;
+}
+
+static int vhost_serial_set_vq_backend(struct vhost_serial *vs,
+				       struct vhost_virtqueue *vq, bool run)
+{
+	int ret = 0;
+
+	mutex_lock(&vq->mutex);
+	if (!run) {
+		vhost_vq_set_backend(vq, NULL);
+	} else if (vq->desc) {
+		/* Queues the guest never set up stay stopped. */
+		if (!vhost_vq_access_ok(vq)) {
+			ret = -EFAULT;
+		} else {
+			vhost_vq_set_backend(vq, vs);
+			ret = vhost_vq_init_access(vq);
+			if (ret)
+				vhost_vq_set_backend(vq, NULL);
+		}
+	}
+	mutex_unlock(&vq->mutex);
+	return ret;
+}
+
+/*
+ * Set every configured queue's backend; caller holds dev.mutex.  The
+ * control queues start after the port queues and stop before them, so
+ * that a control message the worker handles (PORT_READY settles a port's
+ * transmit queue) finds the port queues running.
+ */
 static int vhost_serial_set_vq_backends(struct vhost_serial *vs, bool run)
 {
-	struct vhost_virtqueue *vq;
-	int ret = 0;
+	bool ctrl_pass;
+	int pass, ret;
 	u32 i;
 
-	for (i = 0; i < vs->dev.nvqs; i++) {
-		vq = &vs->vqs[i];
-		mutex_lock(&vq->mutex);
-		if (!run) {
-			vhost_vq_set_backend(vq, NULL);
-		} else if (vq->desc) {
-			/* Queues the guest never set up stay stopped. */
-			if (!vhost_vq_access_ok(vq)) {
-				ret = -EFAULT;
-			} else {
-				vhost_vq_set_backend(vq, vs);
-				ret = vhost_vq_init_access(vq);
-				if (ret)
-					vhost_vq_set_backend(vq, NULL);
-			}
+	for (pass = 0; pass < 2; pass++) {
+		ctrl_pass = run ? pass == 1 : pass == 0;
+		for (i = 0; i < vs->dev.nvqs; i++) {
+			if (vhost_serial_is_ctrl_vq(i) != ctrl_pass)
+				continue;
+			ret = vhost_serial_set_vq_backend(vs, &vs->vqs[i], run);
+			if (ret)
+				return ret;
 		}
-		mutex_unlock(&vq->mutex);
-		if (ret)
-			return ret;
 	}
 	return 0;
 }

@@ -82,8 +82,10 @@ struct vhost_serial_port_config {
  * event eventfd are released and the guest is sent PORT_REMOVE (hot-unplug).
  * Guest output still in the port's transmit queue is handed back to the
  * guest unread, as is what the guest queues there until it answers the
- * PORT_ADD of a port added again under this id with PORT_READY: a new port
- * never receives an old one's data.  ENOENT if the port does not exist.
+ * latest PORT_ADD of a port added again under this id with PORT_READY
+ * (without a control queue: until the port is added again and the device
+ * runs): a new port never receives an old one's data.  ENOENT if the port
+ * does not exist.
  */
 #define VHOST_SERIAL_DEL_PORT	_IOW(VHOST_VIRTIO, 0xC2, __u32)
 
