@@ -58,6 +58,11 @@
 #define VCON_TX_CACHE		8
 #define VCON_CTRL_ALLOC		PAGE_SIZE
 #define VCON_CTRL_BUFS		16
+/*
+ * Control messages waiting for room in the device's queue: enough for
+ * every port's answers at once, bounded for a device that takes none.
+ */
+#define VCON_CTRL_PENDING_MAX	4096
 #define VCON_NAME_MAX		255
 /* Queue limit of virtio-pci: at most 511 ports. */
 #define VCON_MAX_PORTS		511
@@ -149,6 +154,7 @@ struct vcon_device {
 	spinlock_t c_ivq_lock;		/* guards c_ivq and dead */
 	spinlock_t c_ovq_lock;		/* guards c_ovq, ctrl_pending, dead */
 	struct list_head ctrl_pending;	/* guarded by c_ovq_lock */
+	unsigned int ctrl_pending_nr;	/* guarded by c_ovq_lock */
 	struct work_struct control_work;
 	struct work_struct config_work;
 	bool dead;
@@ -364,28 +370,56 @@ static unsigned int vcon_fill_rx(struct vcon_port *port)
 	return added;
 }
 
+static void vcon_recycle_inbuf(struct vcon_port *port, struct vcon_rxbuf *buf);
+
+/* The next used receive buffer, or NULL (interrupts then on again). */
+static struct vcon_rxbuf *vcon_next_used_inbuf(struct vcon_port *port,
+					       unsigned int *len)
+{
+	struct vcon_rxbuf *buf;
+
+	buf = virtqueue_get_buf(port->in_vq, len);
+	if (buf)
+		return buf;
+	/*
+	 * Drained: interrupts for this queue come back on (the interrupt
+	 * handler turned them off so that a busy reader is not interrupted
+	 * for every buffer), unless a buffer raced in meanwhile.
+	 */
+	if (virtqueue_enable_cb(port->in_vq))
+		return NULL;
+	virtqueue_disable_cb(port->in_vq);
+	return virtqueue_get_buf(port->in_vq, len);
+}
+
 /* Take the next filled receive buffer; caller holds inbuf_lock. */
 static struct vcon_rxbuf *vcon_get_inbuf(struct vcon_port *port)
 {
 	struct vcon_rxbuf *buf;
-	unsigned int len;
+	unsigned int len, empty;
 
 	if (port->inbuf)
 		return port->inbuf;
-	buf = virtqueue_get_buf(port->in_vq, &len);
-	if (!buf) {
-		/*
-		 * Drained: interrupts for this queue come back on (the
-		 * interrupt handler turned them off so that a busy reader
-		 * is not interrupted for every buffer), unless a buffer
-		 * raced in meanwhile.
-		 */
-		if (virtqueue_enable_cb(port->in_vq))
-			return NULL;
-		virtqueue_disable_cb(port->in_vq);
-		buf = virtqueue_get_buf(port->in_vq, &len);
+	/*
+	 * An empty buffer is neither data nor end of file: give it back.
+	 * A device that keeps returning them gets a bounded number of
+	 * turns, then waits for its next interrupt.
+	 */
+	for (empty = 0; ; empty++) {
+		buf = vcon_next_used_inbuf(port, &len);
 		if (!buf)
 			return NULL;
+		if (len)
+			break;
+		vcon_recycle_inbuf(port, buf);
+		virtqueue_kick(port->in_vq);
+		if (empty == VCON_RX_BUFS) {
+			dev_warn_ratelimited(&port->vdev_priv->vdev->dev,
+					     "port %u: device keeps returning empty buffers\n",
+					     port->id);
+			virtqueue_enable_cb(port->in_vq);
+			return NULL;
+		}
 	}
 	if (len > buf->size) {
 		dev_warn_ratelimited(&port->vdev_priv->vdev->dev,
@@ -473,6 +507,7 @@ static void vcon_ctrl_push(struct vcon_device *pd)
 		if (virtqueue_add_outbuf(pd->c_ovq, &sg, 1, msg, GFP_ATOMIC))
 			break;
 		list_del(&msg->node);
+		pd->ctrl_pending_nr--;
 		added = true;
 	}
 	if (added)
@@ -486,26 +521,31 @@ static void vcon_ctrl_push(struct vcon_device *pd)
  */
 static int vcon_send_ctrl(struct vcon_device *pd, u32 id, u16 event, u16 value)
 {
-	struct virtio_device *vdev = pd->vdev;
 	struct vcon_ctrl_msg *msg;
 	unsigned long flags;
+	int ret;
 
 	if (!pd->multiport)
 		return 0;
 	msg = kmalloc(sizeof(*msg), GFP_ATOMIC);
 	if (!msg)
 		return -ENOMEM;
-	msg->c.id = cpu_to_virtio32(vdev, id);
-	msg->c.event = cpu_to_virtio16(vdev, event);
-	msg->c.value = cpu_to_virtio16(vdev, value);
 
 	spin_lock_irqsave(&pd->c_ovq_lock, flags);
-	if (pd->dead) {
+	/* Once dead, pd->vdev may be gone: a port can outlive it. */
+	if (pd->dead || pd->ctrl_pending_nr >= VCON_CTRL_PENDING_MAX) {
+		ret = pd->dead ? -ENODEV : -ENOSPC;
 		spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
 		kfree(msg);
-		return -ENODEV;
+		if (ret == -ENOSPC)
+			pr_warn_ratelimited("device takes no control messages: one dropped\n");
+		return ret;
 	}
+	msg->c.id = cpu_to_virtio32(pd->vdev, id);
+	msg->c.event = cpu_to_virtio16(pd->vdev, event);
+	msg->c.value = cpu_to_virtio16(pd->vdev, value);
 	list_add_tail(&msg->node, &pd->ctrl_pending);
+	pd->ctrl_pending_nr++;
 	vcon_ctrl_push(pd);
 	spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
 	return 0;
@@ -539,6 +579,7 @@ static void vcon_port_release(struct kref *kref)
 	struct vcon_device *pd = port->vdev_priv;
 
 	vcon_tx_cache_drain(port);
+	kfree(port->inbuf);
 	kfree(port->name);
 	kfree(port);
 	kref_put(&pd->kref, vcon_device_release);
@@ -709,7 +750,7 @@ static void vcon_console_resize(struct vcon_port *port, u16 rows, u16 cols)
 	port->ws.ws_row = rows;
 	port->ws.ws_col = cols;
 	if (port->hvc)
-		__hvc_resize(port->hvc, port->ws);
+		hvc_resize(port->hvc, port->ws);
 }
 
 static int vcon_console_init(struct vcon_port *port)
@@ -740,7 +781,7 @@ static int vcon_console_init(struct vcon_port *port)
 		return ret;
 	}
 	if (port->ws.ws_row || port->ws.ws_col)
-		__hvc_resize(port->hvc, port->ws);
+		hvc_resize(port->hvc, port->ws);
 	/* A console is always open on the guest side. */
 	spin_lock_irqsave(port->inbuf_lock, flags);
 	port->guest_connected = true;
@@ -1129,15 +1170,16 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	port->host_connected = !pd->multiport;
 	port->vqs_ready = true;
 
-	vcon_fill_rx(port);
-	if (virtqueue_get_vring_size(port->in_vq) == port->in_vq->num_free) {
-		ret = -ENOMEM;
-		goto err_put;
-	}
-
+	/* Published first: an interrupt for a filled buffer finds the port. */
 	spin_lock_irqsave(&pd->ports_lock, flags);
 	pd->ports[id] = port;
 	spin_unlock_irqrestore(&pd->ports_lock, flags);
+
+	vcon_fill_rx(port);
+	if (virtqueue_get_vring_size(port->in_vq) == port->in_vq->num_free) {
+		ret = -ENOMEM;
+		goto err_unpublish;
+	}
 
 	port->dev = device_create(&vcon_class, &vdev->dev,
 				  MKDEV(pd->major, id), port, "vport%up%u",
@@ -1156,7 +1198,10 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 1);
 	return 0;
 
-err_put:
+err_unpublish:
+	spin_lock_irqsave(&pd->ports_lock, flags);
+	pd->ports[id] = NULL;
+	spin_unlock_irqrestore(&pd->ports_lock, flags);
 	vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 0);
 	vcon_port_put(port);
 	return ret;
@@ -1181,8 +1226,10 @@ static void vcon_port_release_buffers(struct vcon_port *port)
 {
 	void *buf;
 
-	kfree(port->inbuf);
-	port->inbuf = NULL;
+	/*
+	 * port->inbuf stays: a reader may be copying out of it without the
+	 * lock (read_lock).  It gives it up, or the last reference frees it.
+	 */
 	while ((buf = vcon_vq_get(port->in_vq)))
 		vcon_free_buf(port->in_vq, buf);
 	while ((buf = vcon_vq_get(port->out_vq)))
@@ -1543,6 +1590,7 @@ static void vcon_drop_ctrl_buffers(struct vcon_device *pd)
 		list_del(&msg->node);
 		kfree(msg);
 	}
+	pd->ctrl_pending_nr = 0;
 }
 
 /* Whether config writes of @vdev's transport never sleep. */
@@ -1573,6 +1621,58 @@ static int vcon_read_config(struct vcon_device *pd)
 	pd->max_nr_ports = max;
 	pd->nvqs = pd->multiport ? 2 * max + 2 : 2;
 	return 0;
+}
+
+/* Whether the control queues may be used; both their locks guard it. */
+static void vcon_set_dead(struct vcon_device *pd, bool dead)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
+	spin_lock(&pd->c_ovq_lock);
+	pd->dead = dead;
+	spin_unlock(&pd->c_ovq_lock);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+}
+
+/* Stop the device first: after this it touches no buffer. */
+static void vcon_quiesce(struct vcon_device *pd)
+{
+	virtio_reset_device(pd->vdev);
+	vcon_set_dead(pd, true);
+	cancel_work_sync(&pd->control_work);
+	cancel_work_sync(&pd->config_work);
+}
+
+static void vcon_remove_all_ports(struct vcon_device *pd)
+{
+	struct vcon_port *port;
+	u32 id;
+
+	for (id = 0; id < pd->max_nr_ports; id++) {
+		port = vcon_port_get(pd, id);
+		if (!port)
+			continue;
+		vcon_remove_port(port);
+		vcon_port_put(port);
+	}
+}
+
+/* Stops the device and lets go of everything it had, ports included. */
+static void vcon_teardown(struct vcon_device *pd)
+{
+	struct virtio_device *vdev = pd->vdev;
+
+	spin_lock(&vcon_devices_lock);
+	list_del(&pd->node);
+	spin_unlock(&vcon_devices_lock);
+
+	vcon_quiesce(pd);
+
+	vcon_remove_all_ports(pd);
+	vcon_drop_data_buffers(pd);
+	vcon_drop_ctrl_buffers(pd);
+	vdev->config->del_vqs(vdev);
 }
 
 static int vcon_start(struct vcon_device *pd)
@@ -1652,12 +1752,8 @@ static int vcon_probe(struct virtio_device *vdev)
 	return 0;
 
 err_unlist:
-	spin_lock(&vcon_devices_lock);
-	list_del(&pd->node);
-	spin_unlock(&vcon_devices_lock);
-	virtio_reset_device(vdev);
-	vcon_drop_ctrl_buffers(pd);
-	vdev->config->del_vqs(vdev);
+	/* The device was ready: work and ports may have come meanwhile. */
+	vcon_teardown(pd);
 err_chrdev:
 	__unregister_chrdev(pd->major, 0, pd->max_nr_ports, "virtio-portsdev");
 err_free:
@@ -1666,55 +1762,11 @@ err_free:
 	return ret;
 }
 
-/* Whether the control queues may be used; both their locks guard it. */
-static void vcon_set_dead(struct vcon_device *pd, bool dead)
-{
-	unsigned long flags;
-
-	spin_lock_irqsave(&pd->c_ivq_lock, flags);
-	spin_lock(&pd->c_ovq_lock);
-	pd->dead = dead;
-	spin_unlock(&pd->c_ovq_lock);
-	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
-}
-
-/* Stop the device first: after this it touches no buffer. */
-static void vcon_quiesce(struct vcon_device *pd)
-{
-	virtio_reset_device(pd->vdev);
-	vcon_set_dead(pd, true);
-	cancel_work_sync(&pd->control_work);
-	cancel_work_sync(&pd->config_work);
-}
-
-static void vcon_remove_all_ports(struct vcon_device *pd)
-{
-	struct vcon_port *port;
-	u32 id;
-
-	for (id = 0; id < pd->max_nr_ports; id++) {
-		port = vcon_port_get(pd, id);
-		if (!port)
-			continue;
-		vcon_remove_port(port);
-		vcon_port_put(port);
-	}
-}
-
 static void vcon_remove(struct virtio_device *vdev)
 {
 	struct vcon_device *pd = vdev->priv;
 
-	spin_lock(&vcon_devices_lock);
-	list_del(&pd->node);
-	spin_unlock(&vcon_devices_lock);
-
-	vcon_quiesce(pd);
-
-	vcon_remove_all_ports(pd);
-	vcon_drop_data_buffers(pd);
-	vcon_drop_ctrl_buffers(pd);
-	vdev->config->del_vqs(vdev);
+	vcon_teardown(pd);
 	__unregister_chrdev(pd->major, 0, pd->max_nr_ports, "virtio-portsdev");
 	vdev->priv = NULL;
 	kref_put(&pd->kref, vcon_device_release);
@@ -1734,6 +1786,8 @@ static int vcon_freeze(struct virtio_device *vdev)
 		port = vcon_port_get(pd, id);
 		if (!port)
 			continue;
+		/* No reader copies out of inbuf while it goes. */
+		mutex_lock(&port->read_lock);
 		spin_lock_irqsave(port->inbuf_lock, flags);
 		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 		port->vqs_ready = false;
@@ -1741,6 +1795,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 		port->inbuf = NULL;
 		spin_unlock(port->outvq_lock);
 		spin_unlock_irqrestore(port->inbuf_lock, flags);
+		mutex_unlock(&port->read_lock);
 		vcon_port_put(port);
 	}
 	vcon_drop_data_buffers(pd);
