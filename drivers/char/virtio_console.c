@@ -523,7 +523,6 @@ static int vcon_send_ctrl(struct vcon_device *pd, u32 id, u16 event, u16 value)
 {
 	struct vcon_ctrl_msg *msg;
 	unsigned long flags;
-	int ret;
 
 	if (!pd->multiport)
 		return 0;
@@ -533,13 +532,16 @@ static int vcon_send_ctrl(struct vcon_device *pd, u32 id, u16 event, u16 value)
 
 	spin_lock_irqsave(&pd->c_ovq_lock, flags);
 	/* Once dead, pd->vdev may be gone: a port can outlive it. */
-	if (pd->dead || pd->ctrl_pending_nr >= VCON_CTRL_PENDING_MAX) {
-		ret = pd->dead ? -ENODEV : -ENOSPC;
+	if (pd->dead) {
 		spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
 		kfree(msg);
-		if (ret == -ENOSPC)
-			pr_warn_ratelimited("device takes no control messages: one dropped\n");
-		return ret;
+		return -ENODEV;
+	}
+	if (pd->ctrl_pending_nr >= VCON_CTRL_PENDING_MAX) {
+		spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
+		kfree(msg);
+		pr_warn_ratelimited("device takes no control messages: one dropped\n");
+		return -ENOSPC;
 	}
 	msg->c.id = cpu_to_virtio32(pd->vdev, id);
 	msg->c.event = cpu_to_virtio16(pd->vdev, event);
