@@ -56,6 +56,12 @@
  * time than the copy itself.
  */
 #define VCON_TX_CACHE		8
+/*
+ * Output the device may hold before we ask it to interrupt when done:
+ * below this, the next write reclaims what the device finished.  An
+ * interrupt per write costs more than the write's copy under emulation.
+ */
+#define VCON_TX_UNWATCHED	(1024 * 1024)
 #define VCON_CTRL_ALLOC		PAGE_SIZE
 #define VCON_CTRL_BUFS		16
 /*
@@ -117,9 +123,11 @@ struct vcon_port {
 	bool unplugged;		/* gone for good */
 	bool vqs_ready;		/* queues usable: not unplugged nor frozen */
 
-	spinlock_t *outvq_lock;	/* out_vq, tx_cache */
+	spinlock_t *outvq_lock;	/* out_vq, tx_cache, tx_* */
 	struct list_head tx_cache;	/* blocks of pages to write from */
 	unsigned int tx_cached;
+	size_t tx_inflight;	/* bytes the device holds */
+	bool tx_waiting;	/* a writer waits for room */
 
 	struct mutex read_lock;	/* one reader copies at a time */
 	wait_queue_head_t waitqueue;
@@ -480,8 +488,50 @@ static void vcon_reclaim_tx(struct vcon_port *port)
 {
 	struct vcon_txbuf *buf;
 
-	while ((buf = vcon_vq_get(port->out_vq)))
+	while ((buf = vcon_vq_get(port->out_vq))) {
+		port->tx_inflight -= min_t(size_t, port->tx_inflight,
+					   buf->sg[0].length);
 		vcon_tx_cache_put(port, buf);
+	}
+}
+
+static int vcon_tx_add(struct vcon_port *port, struct vcon_txbuf *buf)
+{
+	int ret;
+
+	ret = virtqueue_add_outbuf(port->out_vq, buf->sg, buf->nsg, buf,
+				   GFP_ATOMIC);
+	if (ret)
+		return ret;
+	port->tx_inflight += buf->sg[0].length;
+	virtqueue_kick(port->out_vq);
+	return 0;
+}
+
+/*
+ * Ask for an output interrupt only when it is needed: a writer waits for
+ * room, or more than VCON_TX_UNWATCHED bytes wait to be freed.  Then the
+ * interrupt comes once most of the ring is done.  Caller holds outvq_lock.
+ */
+static void vcon_tx_mitigate(struct vcon_port *port)
+{
+	while (port->tx_waiting || port->tx_inflight > VCON_TX_UNWATCHED) {
+		if (virtqueue_enable_cb_delayed(port->out_vq))
+			return;
+		/* The device got there first: free that, then look again. */
+		vcon_reclaim_tx(port);
+		if (port->out_vq->num_free)
+			port->tx_waiting = false;
+	}
+	virtqueue_disable_cb(port->out_vq);
+}
+
+/* Free what is done; what is not comes back with an interrupt. */
+static void vcon_tx_watch_all(struct vcon_port *port)
+{
+	do {
+		vcon_reclaim_tx(port);
+	} while (!virtqueue_enable_cb(port->out_vq));
 }
 
 /* ---- control messages ------------------------------------------------------ */
@@ -669,10 +719,7 @@ static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->vqs_ready) {
 		vcon_reclaim_tx(port);
-		ret = virtqueue_add_outbuf(port->out_vq, tx->sg, 1, tx,
-					   GFP_ATOMIC);
-		if (!ret)
-			virtqueue_kick(port->out_vq);
+		ret = vcon_tx_add(port, tx);
 	}
 	spin_unlock_irqrestore(port->outvq_lock, flags);
 	if (!ret) {
@@ -836,6 +883,11 @@ static bool vcon_write_blocks(struct vcon_port *port)
 	} else {
 		vcon_reclaim_tx(port);
 		blocks = !port->out_vq->num_free;
+		if (blocks) {
+			port->tx_waiting = true;
+			vcon_tx_mitigate(port);
+			blocks = !port->out_vq->num_free;
+		}
 	}
 	spin_unlock_irqrestore(port->outvq_lock, flags);
 	return blocks;
@@ -928,17 +980,9 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 		ret = -ENOSPC;		/* frozen: wait for restore */
 	} else {
 		vcon_reclaim_tx(port);
-		ret = virtqueue_add_outbuf(port->out_vq, buf->sg, buf->nsg, buf,
-					   GFP_ATOMIC);
-		if (!ret) {
-			virtqueue_kick(port->out_vq);
-			/*
-			 * Completions are reclaimed by the next write; one
-			 * interrupt when most of the ring is done frees the
-			 * rest and wakes a writer waiting for room.
-			 */
-			virtqueue_enable_cb_delayed(port->out_vq);
-		}
+		ret = vcon_tx_add(port, buf);
+		if (!ret)
+			vcon_tx_mitigate(port);
 	}
 	spin_unlock_irqrestore(port->outvq_lock, flags);
 	return ret;
@@ -1091,7 +1135,7 @@ static int vcon_release(struct inode *inode, struct file *filp)
 			       VIRTIO_CONSOLE_PORT_OPEN, 0);
 	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->vqs_ready)
-		vcon_reclaim_tx(port);
+		vcon_tx_watch_all(port);
 	spin_unlock_irqrestore(port->outvq_lock, flags);
 	/* Blocks in flight come back to the cache; they wait for an opener. */
 	vcon_tx_cache_drain(port);
@@ -1234,8 +1278,10 @@ static void vcon_port_release_buffers(struct vcon_port *port)
 	 */
 	while ((buf = vcon_vq_get(port->in_vq)))
 		vcon_free_buf(port->in_vq, buf);
-	while ((buf = vcon_vq_get(port->out_vq)))
-		vcon_free_buf(port->out_vq, buf);
+	do {
+		while ((buf = vcon_vq_get(port->out_vq)))
+			vcon_free_buf(port->out_vq, buf);
+	} while (!virtqueue_enable_cb(port->out_vq));
 }
 
 /* After a reset: every buffer of every data queue comes back to us. */
@@ -1492,6 +1538,8 @@ static void vcon_out_intr(struct virtqueue *vq)
 		return;
 	}
 	spin_lock_irqsave(port->outvq_lock, flags);
+	/* A writer still short of room says so again. */
+	port->tx_waiting = false;
 	if (port->vqs_ready)
 		vcon_reclaim_tx(port);
 	spin_unlock_irqrestore(port->outvq_lock, flags);
@@ -1793,6 +1841,8 @@ static int vcon_freeze(struct virtio_device *vdev)
 		spin_lock_irqsave(port->inbuf_lock, flags);
 		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 		port->vqs_ready = false;
+		port->tx_inflight = 0;	/* the reset frees them all */
+		port->tx_waiting = false;
 		kfree(port->inbuf);
 		port->inbuf = NULL;
 		spin_unlock(port->outvq_lock);

@@ -1281,30 +1281,85 @@ static void cmd_stat(struct host *h, struct request *rq)
 }
 
 /*
+ * What /proc/stat counts so far: CPU ticks, context switches; and from
+ * /proc/interrupts, the interrupts of virtio devices (timer ticks and
+ * IPIs would drown them in the total).
+ */
+struct cpu_stat {
+	unsigned long long busy, total, virtio_irqs, ctxt;
+};
+
+static unsigned long long read_virtio_irqs(void)
+{
+	unsigned long long sum = 0, n;
+	char line[512], *p, *end;
+	FILE *f;
+
+	f = fopen("/proc/interrupts", "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strstr(line, "virtio"))
+			continue;
+		p = strchr(line, ':');
+		if (!p)
+			continue;
+		/* Per-CPU counts follow the number, then the chip's name. */
+		for (p++;; p = end) {
+			n = strtoull(p, &end, 10);
+			if (end == p)
+				break;
+			sum += n;
+		}
+	}
+	fclose(f);
+	return sum;
+}
+
+static int read_cpu_stat(struct cpu_stat *st)
+{
+	unsigned long long v[8] = { 0 };
+	char line[256];
+	int n = 0, i;
+	FILE *f;
+
+	memset(st, 0, sizeof(*st));
+	f = fopen("/proc/stat", "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "cpu ", 4))
+			n = sscanf(line, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
+				   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+				   &v[6], &v[7]);
+		else if (!strncmp(line, "ctxt ", 5))
+			sscanf(line, "ctxt %llu", &st->ctxt);
+	}
+	fclose(f);
+	if (n != 8)
+		return -EPROTO;
+	for (i = 0; i < 8; i++)
+		st->total += v[i];
+	/* Busy is everything but idle (v[3]) and iowait (v[4]). */
+	st->busy = st->total - v[3] - v[4];
+	st->virtio_irqs = read_virtio_irqs();
+	return 0;
+}
+
+/*
  * CPU: CPU time this host (all of it: QEMU, the kernel, this program) has
  * spent busy so far, and in all, in clock ticks of hz per second.
  */
 static void cmd_cpu(struct host *h, struct request *rq)
 {
-	unsigned long long v[8] = { 0 }, total = 0;
-	FILE *f = fopen("/proc/stat", "re");
-	int n = 0, i;
+	struct cpu_stat st;
 
-	if (f) {
-		n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
-			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
-			   &v[7]);
-		fclose(f);
-	}
-	if (n != 8) {
+	if (read_cpu_stat(&st)) {
 		host_reply(h, rq->tag, "ERR cannot read /proc/stat");
 		return;
 	}
-	for (i = 0; i < 8; i++)
-		total += v[i];
-	/* Busy is everything but idle (v[3]) and iowait (v[4]). */
-	host_reply(h, rq->tag, "OK busy=%llu total=%llu hz=%ld",
-		   total - v[3] - v[4], total, sysconf(_SC_CLK_TCK));
+	host_reply(h, rq->tag, "OK busy=%llu total=%llu hz=%ld", st.busy,
+		   st.total, sysconf(_SC_CLK_TCK));
 }
 
 /* VSOCK_LISTEN port: listen for the guest on AF_VSOCK. */
@@ -4928,6 +4983,30 @@ static double cpu_per_gib(double c0, double c1)
 	return (c1 - c0) / ((double)bench_bytes() / (1024.0 * MiB));
 }
 
+/*
+ * Where a round's time went on this side: how busy this guest's CPUs were,
+ * and virtio interrupts and context switches per block moved.  Printed
+ * with each round, so that a figure says whether the guest computed or
+ * waited.
+ */
+static void bench_log_guest(struct __test_metadata *_metadata, int round,
+			    double mbps, const struct cpu_stat *s0)
+{
+	double blocks = (double)bench_bytes() / IO_BLOCK;
+	struct cpu_stat s1;
+
+	if (!s0->total || read_cpu_stat(&s1) || s1.total == s0->total) {
+		TH_LOG("round %d: %.1f MB/s", round + 1, mbps);
+		return;
+	}
+	TH_LOG("round %d: %.1f MB/s; guest CPUs %.0f%% busy, %.2f virtio interrupts and %.2f context switches per %d KiB",
+	       round + 1, mbps,
+	       100.0 * (s1.busy - s0->busy) / (s1.total - s0->total),
+	       (s1.virtio_irqs - s0->virtio_irqs) / blocks,
+	       (s1.ctxt - s0->ctxt) / blocks,
+	       IO_BLOCK / 1024);
+}
+
 /* Guest -> host through @fd, the guest's end of the host's port @id. */
 static void bench_g2h(struct __test_metadata *_metadata, int fd,
 		      const char *id)
@@ -4935,6 +5014,7 @@ static void bench_g2h(struct __test_metadata *_metadata, int fd,
 	static char buf[IO_BLOCK];
 	double t0, c0, c1, mbps[BENCH_ROUNDS], cpu[BENCH_ROUNDS];
 	struct xfer_result res;
+	struct cpu_stat st;
 	uint64_t done;
 	ssize_t r;
 	int round;
@@ -4943,6 +5023,7 @@ static void bench_g2h(struct __test_metadata *_metadata, int fd,
 		ASSERT_HOST("RECV %s %llu count", id,
 			    (unsigned long long)bench_bytes());
 		ASSERT_EQ(0, host_cpu_s(&c0)) TH_LOG("host: %s", host_said);
+		read_cpu_stat(&st);
 		t0 = now_s();
 		for (done = 0; done < bench_bytes(); done += r) {
 			r = write(fd, buf, sizeof(buf));
@@ -4953,7 +5034,7 @@ static void bench_g2h(struct __test_metadata *_metadata, int fd,
 		ASSERT_EQ(0, host_cpu_s(&c1)) TH_LOG("host: %s", host_said);
 		cpu[round] = cpu_per_gib(c0, c1);
 		EXPECT_EQ(bench_bytes(), res.rx);
-		TH_LOG("round %d: %.1f MB/s", round + 1, mbps[round]);
+		bench_log_guest(_metadata, round, mbps[round], &st);
 	}
 	bench_print("guest_to_host_MBps", "MB/s", mbps);
 	bench_print("host_cpu_g2h_s_per_GiB", "s/GiB", cpu);
@@ -4964,12 +5045,14 @@ static void bench_h2g(struct __test_metadata *_metadata, int fd,
 {
 	static char buf[IO_BLOCK];
 	double t0, c0, c1, mbps[BENCH_ROUNDS], cpu[BENCH_ROUNDS];
+	struct cpu_stat st;
 	uint64_t done;
 	ssize_t r;
 	int round;
 
 	for (round = 0; round < BENCH_ROUNDS; round++) {
 		ASSERT_EQ(0, host_cpu_s(&c0)) TH_LOG("host: %s", host_said);
+		read_cpu_stat(&st);
 		t0 = now_s();
 		ASSERT_HOST("SEND %s %llu 0 count", id,
 			    (unsigned long long)bench_bytes());
@@ -4980,7 +5063,7 @@ static void bench_h2g(struct __test_metadata *_metadata, int fd,
 		mbps[round] = bench_bytes() / 1e6 / (now_s() - t0);
 		ASSERT_EQ(0, host_cpu_s(&c1)) TH_LOG("host: %s", host_said);
 		cpu[round] = cpu_per_gib(c0, c1);
-		TH_LOG("round %d: %.1f MB/s", round + 1, mbps[round]);
+		bench_log_guest(_metadata, round, mbps[round], &st);
 	}
 	bench_print("host_to_guest_MBps", "MB/s", mbps);
 	bench_print("host_cpu_h2g_s_per_GiB", "s/GiB", cpu);
