@@ -9,35 +9,63 @@ static uint32_t rol(uint32_t v, int n)
 	return (v << n) | (v >> (32 - n));
 }
 
+static uint32_t load_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+#define F_CH(b, c, d)	(((c ^ d) & b) ^ d)
+#define F_PARITY(b, c, d)	(b ^ c ^ d)
+#define F_MAJ(b, c, d)	((b & c) | ((b | c) & d))
+
+/* The message schedule as a ring of 16 words, extended as rounds go. */
+#define X(i)	w[(i) & 15]
+#define XN(i)	(X(i) = rol(X((i) + 13) ^ X((i) + 8) ^ X((i) + 2) ^ X(i), 1))
+
+/* One round; the callers rotate the roles of a..e instead of the values. */
+#define ROUND(a, b, c, d, e, f, k, x) do {			\
+	e += rol(a, 5) + f(b, c, d) + (k) + (x);		\
+	b = rol(b, 30);						\
+} while (0)
+
+/* Five rounds bring a..e back to their own roles. */
+#define ROUNDS5(f, k, i, x) do {				\
+	ROUND(a, b, c, d, e, f, k, x(i));			\
+	ROUND(e, a, b, c, d, f, k, x((i) + 1));			\
+	ROUND(d, e, a, b, c, f, k, x((i) + 2));			\
+	ROUND(c, d, e, a, b, f, k, x((i) + 3));			\
+	ROUND(b, c, d, e, a, f, k, x((i) + 4));			\
+} while (0)
+
+/*
+ * Straight-line rounds: under emulation (the tests hash every byte they
+ * move inside TCG guests) each branch ends a translated block, so the
+ * per-round tests of a compact loop cost more than the rounds.
+ */
 static void sha1_block(struct sha1 *s, const uint8_t *p)
 {
-	uint32_t w[80], a, b, c, d, e, f, k, t;
+	uint32_t w[16], a, b, c, d, e;
 	int i;
 
 	for (i = 0; i < 16; i++)
-		w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-		       (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-	for (; i < 80; i++)
-		w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+		w[i] = load_be32(p + 4 * i);
 
 	a = s->h[0]; b = s->h[1]; c = s->h[2]; d = s->h[3]; e = s->h[4];
-	for (i = 0; i < 80; i++) {
-		if (i < 20) {
-			f = (b & c) | (~b & d);
-			k = 0x5a827999;
-		} else if (i < 40) {
-			f = b ^ c ^ d;
-			k = 0x6ed9eba1;
-		} else if (i < 60) {
-			f = (b & c) | (b & d) | (c & d);
-			k = 0x8f1bbcdc;
-		} else {
-			f = b ^ c ^ d;
-			k = 0xca62c1d6;
-		}
-		t = rol(a, 5) + f + e + k + w[i];
-		e = d; d = c; c = rol(b, 30); b = a; a = t;
-	}
+	ROUNDS5(F_CH, 0x5a827999, 0, X);
+	ROUNDS5(F_CH, 0x5a827999, 5, X);
+	ROUNDS5(F_CH, 0x5a827999, 10, X);
+	ROUND(a, b, c, d, e, F_CH, 0x5a827999, X(15));
+	ROUND(e, a, b, c, d, F_CH, 0x5a827999, XN(16));
+	ROUND(d, e, a, b, c, F_CH, 0x5a827999, XN(17));
+	ROUND(c, d, e, a, b, F_CH, 0x5a827999, XN(18));
+	ROUND(b, c, d, e, a, F_CH, 0x5a827999, XN(19));
+	for (i = 20; i < 40; i += 5)
+		ROUNDS5(F_PARITY, 0x6ed9eba1, i, XN);
+	for (; i < 60; i += 5)
+		ROUNDS5(F_MAJ, 0x8f1bbcdc, i, XN);
+	for (; i < 80; i += 5)
+		ROUNDS5(F_PARITY, 0xca62c1d6, i, XN);
 	s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d; s->h[4] += e;
 }
 

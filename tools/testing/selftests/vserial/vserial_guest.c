@@ -3985,7 +3985,8 @@ TEST_F_TIMEOUT(multidev, transfers_on_two_devices_at_once, 300)
 		ASSERT_EQ(0, connect_host(ids[i], self->fd[i])) TH_LOG("host: %s", host_said);
 	}
 	for (i = 0; i < 2; i++)
-		ASSERT_EQ(0, duplex_start(&x[i], ids[i], self->fd[i], 16 * MiB, 100 + 2 * i));
+		ASSERT_EQ(0, duplex_start(&x[i], ids[i], self->fd[i], bulk_bytes / 4,
+					  100 + 2 * i));
 	for (i = 0; i < 2; i++)
 		DUPLEX_CHECK(&x[i], 240000);
 }
