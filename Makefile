@@ -35,6 +35,8 @@ TOP		:= $(CURDIR)
 KCACHE		 = $(VSERIAL_CACHE)/kernels/$(1)
 KENV		 = $(call KCACHE,$(1))/env
 BUILD		:= $(TOP)/build
+# Before the first rule that names it: prerequisites expand as read.
+VSERIAL_ATTACH	:= $(BUILD)/tools/vserial-attach
 SELFTEST_DIR	:= tools/testing/selftests/vserial
 KERNEL_SRCS	:= Kbuild drivers/vhost/serial.c drivers/vhost/serial_compat.h \
 		   include/uapi/linux/vhost_serial.h \
@@ -156,7 +158,6 @@ INCLUDEDIR	?= $(PREFIX)/include
 MANDIR		?= $(PREFIX)/share/man
 DOCDIR		?= $(PREFIX)/share/doc/vhost-serial
 DKMS_FILES	:= $(KERNEL_SRCS) dkms.conf scripts/dkms-prepare.sh
-VSERIAL_ATTACH	:= $(BUILD)/tools/vserial-attach
 INSTALLED	:= $(MODDIR)/vhost_serial.ko $(MODDIR)/virtio_console.ko \
 		   $(PREFIX)/bin/vserial-attach \
 		   $(INCLUDEDIR)/linux/vhost_serial.h \
