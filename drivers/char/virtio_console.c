@@ -166,6 +166,12 @@ struct vcon_device {
 	struct work_struct control_work;
 	struct work_struct config_work;
 	bool dead;
+	/*
+	 * Freeze deleted the queues and restore made none (it failed): the
+	 * vqs[] and the ports' queue pointers dangle.  Only PM callbacks and
+	 * remove, which the driver core serialises, read or change it.
+	 */
+	bool vqs_gone;
 	struct list_head node;		/* vcon_devices */
 };
 
@@ -1336,7 +1342,8 @@ static void vcon_remove_port(struct vcon_port *port)
 	port->unplugged = true;
 	port->vqs_ready = false;
 	port->host_connected = false;
-	vcon_port_release_buffers(port);
+	if (!pd->vqs_gone)
+		vcon_port_release_buffers(port);
 	spin_unlock(port->outvq_lock);
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
 
@@ -1720,6 +1727,9 @@ static void vcon_teardown(struct vcon_device *pd)
 	vcon_quiesce(pd);
 
 	vcon_remove_all_ports(pd);
+	/* Freeze already freed every buffer of the queues it deleted. */
+	if (pd->vqs_gone)
+		return;
 	vcon_drop_data_buffers(pd);
 	vcon_drop_ctrl_buffers(pd);
 	vdev->config->del_vqs(vdev);
@@ -1853,6 +1863,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 	vcon_drop_data_buffers(pd);
 	vcon_drop_ctrl_buffers(pd);
 	vdev->config->del_vqs(vdev);
+	pd->vqs_gone = true;
 	return 0;
 }
 
@@ -1867,6 +1878,7 @@ static int vcon_restore(struct virtio_device *vdev)
 	ret = vcon_init_vqs(pd);
 	if (ret)
 		return ret;
+	pd->vqs_gone = false;
 	for (id = 0; id < pd->max_nr_ports; id++) {
 		port = vcon_port_get(pd, id);
 		if (!port)
