@@ -4986,26 +4986,36 @@ static double cpu_per_gib(double c0, double c1)
 
 /*
  * Where a round's time went on this side: how busy this guest's CPUs were,
- * and virtio interrupts and context switches per block moved.  Printed
- * with each round, so that a figure says whether the guest computed or
- * waited.
+ * and virtio interrupts and context switches per @unit (@units of them in
+ * the round).  Printed with each round, so that a figure says whether the
+ * guest computed or waited.
  */
 static void bench_log_guest(struct __test_metadata *_metadata, int round,
-			    double mbps, const struct cpu_stat *s0)
+			    double value, const char *vunit, double units,
+			    const char *unit, const struct cpu_stat *s0)
 {
-	double blocks = (double)bench_bytes() / IO_BLOCK;
 	struct cpu_stat s1;
 
 	if (!s0->total || read_cpu_stat(&s1) || s1.total == s0->total) {
-		TH_LOG("round %d: %.1f MB/s", round + 1, mbps);
+		TH_LOG("round %d: %.1f %s", round + 1, value, vunit);
 		return;
 	}
-	TH_LOG("round %d: %.1f MB/s; guest CPUs %.0f%% busy, %.2f virtio interrupts and %.2f context switches per %d KiB",
-	       round + 1, mbps,
+	TH_LOG("round %d: %.1f %s; guest CPUs %.0f%% busy, %.2f virtio interrupts and %.2f context switches per %s",
+	       round + 1, value, vunit,
 	       100.0 * (s1.busy - s0->busy) / (s1.total - s0->total),
-	       (s1.virtio_irqs - s0->virtio_irqs) / blocks,
-	       (s1.ctxt - s0->ctxt) / blocks,
-	       IO_BLOCK / 1024);
+	       (s1.virtio_irqs - s0->virtio_irqs) / units,
+	       (s1.ctxt - s0->ctxt) / units, unit);
+}
+
+/* The same for a throughput round, per block moved. */
+static void bench_log_blocks(struct __test_metadata *_metadata, int round,
+			     double mbps, const struct cpu_stat *s0)
+{
+	char unit[16];
+
+	snprintf(unit, sizeof(unit), "%d KiB", IO_BLOCK / 1024);
+	bench_log_guest(_metadata, round, mbps, "MB/s",
+			(double)bench_bytes() / IO_BLOCK, unit, s0);
 }
 
 /* Guest -> host through @fd, the guest's end of the host's port @id. */
@@ -5035,7 +5045,7 @@ static void bench_g2h(struct __test_metadata *_metadata, int fd,
 		ASSERT_EQ(0, host_cpu_s(&c1)) TH_LOG("host: %s", host_said);
 		cpu[round] = cpu_per_gib(c0, c1);
 		EXPECT_EQ(bench_bytes(), res.rx);
-		bench_log_guest(_metadata, round, mbps[round], &st);
+		bench_log_blocks(_metadata, round, mbps[round], &st);
 	}
 	bench_print("guest_to_host_MBps", "MB/s", mbps);
 	bench_print("host_cpu_g2h_s_per_GiB", "s/GiB", cpu);
@@ -5064,7 +5074,7 @@ static void bench_h2g(struct __test_metadata *_metadata, int fd,
 		mbps[round] = bench_bytes() / 1e6 / (now_s() - t0);
 		ASSERT_EQ(0, host_cpu_s(&c1)) TH_LOG("host: %s", host_said);
 		cpu[round] = cpu_per_gib(c0, c1);
-		bench_log_guest(_metadata, round, mbps[round], &st);
+		bench_log_blocks(_metadata, round, mbps[round], &st);
 	}
 	bench_print("host_to_guest_MBps", "MB/s", mbps);
 	bench_print("host_cpu_h2g_s_per_GiB", "s/GiB", cpu);
@@ -5075,11 +5085,13 @@ static void bench_rtt(struct __test_metadata *_metadata, int fd,
 		      const char *id)
 {
 	double t0, us[BENCH_ROUNDS];
+	struct cpu_stat st;
 	int round, i;
 	char c;
 
 	ASSERT_HOST("RECV %s 0 echo", id);
 	for (round = 0; round < BENCH_ROUNDS; round++) {
+		read_cpu_stat(&st);
 		t0 = now_s();
 		for (i = 0; i < RTT_ECHOES; i++) {
 			c = (char)i;
@@ -5088,7 +5100,8 @@ static void bench_rtt(struct __test_metadata *_metadata, int fd,
 			ASSERT_EQ((char)i, c);
 		}
 		us[round] = (now_s() - t0) * 1e6 / RTT_ECHOES;
-		TH_LOG("round %d: %.1f us", round + 1, us[round]);
+		bench_log_guest(_metadata, round, us[round], "us", RTT_ECHOES,
+				"echo", &st);
 	}
 	bench_print("round_trip_us", "us", us);
 }
