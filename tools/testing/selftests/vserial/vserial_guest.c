@@ -4842,9 +4842,19 @@ TEST_F_TIMEOUT(console, emergency_write_carries_output_while_frozen, 180)
 	console_restore_printk(self);
 	if (skip)
 		SKIP(return, "%s", skip);
-	/* QEMU hands the byte to the first console port the host has open. */
+	/*
+	 * The kernel prints on hvc0 (console=hvc0), so the bytes take the
+	 * register of the device behind it, whose first console port the
+	 * host has open receives them.  Look there first: every chardev that
+	 * is not it costs a whole timeout.
+	 */
 	for (i = 0; i < self->n && found < 0; i++)
-		if (!host_find(self->ids[i], text, i ? WAKE_TIMEOUT_MS : DATA_TIMEOUT_MS))
+		if (self->hvc[i] == 0 &&
+		    !host_find(self->ids[i], text, DATA_TIMEOUT_MS))
+			found = i;
+	for (i = 0; i < self->n && found < 0; i++)
+		if (self->hvc[i] != 0 &&
+		    !host_find(self->ids[i], text, WAKE_TIMEOUT_MS))
 			found = i;
 	EXPECT_LE(0, found) TH_LOG("no console chardev received \"%s\"", text);
 }
