@@ -168,8 +168,10 @@ struct vcon_device {
 	bool dead;
 	/*
 	 * Freeze deleted the queues and restore made none (it failed): the
-	 * vqs[] and the ports' queue pointers dangle.  Only PM callbacks and
-	 * remove, which the driver core serialises, read or change it.
+	 * vqs[] and the ports' queue pointers dangle.  Changed only by the
+	 * PM callbacks, which the driver core serialises with remove; the
+	 * control work, whose PORT_REMOVE also reads it, is cancelled before
+	 * it is set and runs again only after restore has cleared it.
 	 */
 	bool vqs_gone;
 	struct list_head node;		/* vcon_devices */
