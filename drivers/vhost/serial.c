@@ -1954,27 +1954,10 @@ static void vhost_serial_unlock_port_vqs(struct vhost_serial_port *port)
 	mutex_unlock(&vhost_serial_port_rx_vq(port)->mutex);
 }
 
-/* Caller holds dev.mutex. */
-static void vhost_serial_detach(struct vhost_serial_port *port)
-{
-	struct file *in = NULL, *out = NULL;
-
-	vhost_serial_lock_port_vqs(port);
-	vhost_serial_swap_backend(port, &in, &out, false);
-	vhost_serial_unlock_port_vqs(port);
-
-	mutex_lock(&port->vs->port_lock);
-	vhost_serial_set_host_open(port, false);
-	mutex_unlock(&port->vs->port_lock);
-	if (in)
-		fput(in);
-	if (out)
-		fput(out);
-}
-
 static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 {
 	struct vhost_serial_port *port = vhost_serial_lookup(vs, id);
+	struct file *in = NULL, *out = NULL;
 	struct vhost_serial_zc *zc;
 	struct eventfd_ctx *event;
 	long ret = 0;
@@ -1986,11 +1969,16 @@ static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 		ret = -ENOENT;
 		goto out_unlock;
 	}
-	vhost_serial_detach(port);
-
 	vhost_serial_lock_port_vqs(port);
+	vhost_serial_swap_backend(port, &in, &out, false);
 	mutex_lock(&vs->port_lock);
 	WRITE_ONCE(port->present, false);
+	/*
+	 * PORT_REMOVE alone tells the guest.  A PORT_OPEN 0 for the backend
+	 * going with the port would reach it first and end its readers'
+	 * reads with end of file instead of the removal.
+	 */
+	port->host_open = false;
 	if (port->announced)
 		vhost_serial_send(vs, id, VIRTIO_CONSOLE_PORT_REMOVE, 1);
 	port->announced = false;
@@ -2006,6 +1994,10 @@ static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 	port->zc_cur = NULL;
 	mutex_unlock(&vs->port_lock);
 	vhost_serial_unlock_port_vqs(port);
+	if (in)
+		fput(in);
+	if (out)
+		fput(out);
 	/* Hand the guest back what the port had queued. */
 	vhost_poll_queue(&vhost_serial_port_tx_vq(port)->poll);
 	if (zc)

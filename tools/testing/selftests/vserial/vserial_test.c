@@ -400,6 +400,40 @@ TEST_F(vserial, hot_add_and_remove_while_data_flows)
 	host_end_close(&h);
 }
 
+/*
+ * A port removed with its backend attached: the guest hears PORT_REMOVE
+ * and nothing before it (a PORT_OPEN 0 first would end its blocked reads
+ * with end of file instead of the removal), and the module lets go of the
+ * backend, whose peer then reads end of file.
+ */
+TEST_F(vserial, removing_an_attached_port_sends_only_port_remove)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+	char c;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
+	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 3, &h));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 3, true));
+
+	ASSERT_EQ(0, vs_del_port(&self->d, 3));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_REMOVE, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
+	EXPECT_EQ(0, st.state);
+	close_fd(&h.in_fd);
+	close_fd(&h.out_fd);
+	EXPECT_EQ(0, read(h.peer_rd, &c, 1)) TH_LOG("backend still held: %s",
+						   strerror(errno));
+	host_end_close(&h);
+}
+
 /* Queues @len bytes of @c on port @port's transmit queue and kicks. */
 static int queue_tx(struct vs_dev *d, unsigned int port, size_t len, char c)
 {
