@@ -9,9 +9,12 @@
 
 # Kernel-log lines that fail a run: oopses, warnings (lockdep's included),
 # KASAN and UBSAN reports, and kmemleak's (which the runners write into the
-# log after a scan on kernels that have it).
+# log after a scan on kernels that have it).  The kernel's own general
+# protection fault reads "general protection fault, ..."; a user process's
+# ("traps: NAME[PID] general protection fault ip:...") is, like its
+# segfaults, for the tests' verdicts to judge, not a kernel problem.
 # shellcheck disable=SC2034 # used by the runners
-readonly VM_BAD_KLOG='Oops|WARNING:|BUG:|KASAN|UBSAN|general protection|Call Trace|unreferenced object'
+readonly VM_BAD_KLOG='Oops|WARNING:|BUG:|KASAN|UBSAN|general protection fault,|Call Trace|unreferenced object'
 
 # The file of a module of the cached kernel, compressed or not.
 kernel_module_file() {
