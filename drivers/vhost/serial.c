@@ -193,6 +193,13 @@ struct vhost_serial {
 	struct vhost_serial_port *ports;
 	u32 nr_ports;
 	bool inited;		/* set once, by SET_NUM_PORTS */
+	/*
+	 * Dirty-log entries of the queues the device writes, UIO_MAXIOV per
+	 * queue, allocated when VHOST_F_LOG_ALL is first acked: most devices
+	 * never log, and the core's own arrays would cost 16 KiB per queue.
+	 * Set under dev.mutex before the feature reaches a queue.
+	 */
+	struct vhost_log *logs;
 	struct mutex init_lock;	/* serialises SET_NUM_PORTS */
 
 	bool running;		/* guarded by dev.mutex */
@@ -241,6 +248,14 @@ vhost_serial_vq_port(struct vhost_serial *vs, struct vhost_virtqueue *vq)
 	u32 idx = vq - vs->vqs;
 
 	return &vs->ports[idx < 2 ? 0 : (idx - 2) / 2];
+}
+
+/* The queues the device writes (receive, control receive) are the even ones. */
+static struct vhost_log *vhost_serial_vq_log(struct vhost_virtqueue *vq)
+{
+	struct vhost_serial *vs = container_of(vq->dev, struct vhost_serial, dev);
+
+	return vs->logs + (size_t)((vq - vs->vqs) / 2) * UIO_MAXIOV;
 }
 
 static inline bool vhost_serial_multiport(struct vhost_virtqueue *vq)
@@ -341,7 +356,8 @@ static void vhost_serial_run_queue(struct vhost_virtqueue *vq,
 	ssize_t ret;
 
 	vq_log = ops->device_writes &&
-		 unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ? vq->log : NULL;
+		 unlikely(vhost_has_feature(vq, VHOST_F_LOG_ALL)) ?
+		 vhost_serial_vq_log(vq) : NULL;
 	vhost_disable_notify(dev, vq);
 	do {
 		if (ops->want_more && !ops->want_more(ctx))
@@ -1822,7 +1838,12 @@ static long vhost_serial_set_num_ports(struct vhost_serial *vs, u32 nr)
 		else
 			vqs[i].handle_kick = vhost_serial_tx_kick;
 	}
-	vhost_dev_init(&vs->dev, vq_ptrs, nvqs, UIO_MAXIOV,
+	/*
+	 * An iov_limit of 0: the core sizes each queue's dirty-log and
+	 * used-heads arrays by it (24 KiB per queue at UIO_MAXIOV), and this
+	 * device uses neither; its log entries live in vs->logs.
+	 */
+	vhost_dev_init(&vs->dev, vq_ptrs, nvqs, 0,
 		       VHOST_SERIAL_PKT_WEIGHT, VHOST_SERIAL_WEIGHT, true, NULL);
 
 	vs->vqs = vqs;
@@ -2325,6 +2346,16 @@ out_unlock:
 	return ret;
 }
 
+/* Kept until release once allocated: logging may be switched on again. */
+static int vhost_serial_alloc_logs(struct vhost_serial *vs)
+{
+	if (vs->logs)
+		return 0;
+	vs->logs = kvmalloc_array(array_size(vs->dev.nvqs / 2, UIO_MAXIOV),
+				  sizeof(*vs->logs), GFP_KERNEL_ACCOUNT);
+	return vs->logs ? 0 : -ENOMEM;
+}
+
 static long vhost_serial_set_features(struct vhost_serial *vs, u64 features)
 {
 	struct vhost_virtqueue *vq;
@@ -2335,10 +2366,14 @@ static long vhost_serial_set_features(struct vhost_serial *vs, u64 features)
 		return -EOPNOTSUPP;
 
 	mutex_lock(&vs->dev.mutex);
-	if ((features & (1ULL << VHOST_F_LOG_ALL)) &&
-	    !vhost_log_access_ok(&vs->dev)) {
-		ret = -EFAULT;
-		goto out_unlock;
+	if (features & (1ULL << VHOST_F_LOG_ALL)) {
+		if (!vhost_log_access_ok(&vs->dev)) {
+			ret = -EFAULT;
+			goto out_unlock;
+		}
+		ret = vhost_serial_alloc_logs(vs);
+		if (ret)
+			goto out_unlock;
 	}
 	for (i = 0; i < vs->dev.nvqs; i++) {
 		vq = &vs->vqs[i];
@@ -2752,6 +2787,7 @@ static int vhost_serial_dev_release(struct inode *inode, struct file *f)
 		vhost_serial_ctrl_flush_pending(vs);
 		vhost_serial_release_ports(vs);
 		vhost_dev_cleanup(&vs->dev);
+		kvfree(vs->logs);
 		kvfree(vs->ports);
 		kvfree(vs->vq_ptrs);
 		kvfree(vs->vqs);
