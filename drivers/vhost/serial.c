@@ -177,7 +177,7 @@ struct vhost_serial_port {
 	struct vhost_serial_bpoll out_poll;
 	size_t tx_offset;	/* bytes of the next tx chain already written */
 	bool tx_stale;		/* ring holds output of a removed port */
-	u8 *cbuf;		/* console ports only */
+	u8 *cbuf;		/* console ports and port 0 only */
 	size_t cbuf_len;
 	u64 tx_bytes;
 	u64 tx_bufs;
@@ -1902,7 +1902,11 @@ static long vhost_serial_add_port(struct vhost_serial *vs,
 	port = vhost_serial_lookup(vs, cfg->id);
 	if (!port)
 		return -EINVAL;
-	if (console) {
+	/*
+	 * Port 0 is the console of a guest that does not negotiate
+	 * MULTIPORT, whatever its flags say: it needs the buffer as well.
+	 */
+	if (console || !cfg->id) {
 		cbuf = kmalloc(VHOST_SERIAL_CONSOLE_BUF, GFP_KERNEL_ACCOUNT);
 		if (!cbuf)
 			return -ENOMEM;

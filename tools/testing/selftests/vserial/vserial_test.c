@@ -1139,6 +1139,29 @@ TEST_F(vserial, legacy_single_port_without_multiport)
 }
 
 /*
+ * A guest that does not negotiate MULTIPORT makes port 0 its console, even
+ * when the port was added as a generic one: its output never waits in the
+ * ring either, 4 KiB is kept for a later backend, the rest is counted.
+ */
+TEST_F(vserial, legacy_generic_port0_is_a_console)
+{
+	uint64_t features = 1ULL << VIRTIO_F_VERSION_1;
+	struct vhost_serial_port_state st;
+	uint64_t used_len;
+	unsigned int i;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 1, features));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", false));
+	for (i = 0; i < 8; i++)
+		ASSERT_EQ(0, queue_tx(&self->d, 0, 4096, 'g'));
+	ASSERT_EQ(0, collect_tx(&self->d, 0, 8, &used_len));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(8, st.tx_bufs);
+	EXPECT_EQ(7 * 4096, st.tx_dropped);
+}
+
+/*
  * Without a control queue nothing tells when the guest let go of a removed
  * port: output queued while it is gone is handed back unread, and port 0
  * added again works at once.
