@@ -2404,9 +2404,18 @@ static void vhost_serial_zc_new_ring(struct vhost_serial *vs)
 	spin_unlock_irqrestore(&hub->lock, flags);
 }
 
+/*
+ * VHOST_SET_VRING_NUM and _BASE succeed only on a stopped queue, and so
+ * does a new ring.  _ADDR is also accepted while the device runs, where a
+ * VMM sets the same ring's addresses again to switch VHOST_VRING_F_LOG on
+ * for migration: chains still in pipes belong to that ring and complete
+ * on it.  Caller holds dev.mutex.
+ */
 static void vhost_serial_zc_ring_changed(struct vhost_serial *vs,
 					 unsigned int ioctl)
 {
+	if (ioctl == VHOST_SET_VRING_ADDR && vs->running)
+		return;
 	if (ioctl == VHOST_SET_VRING_NUM || ioctl == VHOST_SET_VRING_ADDR ||
 	    ioctl == VHOST_SET_VRING_BASE)
 		vhost_serial_zc_new_ring(vs);

@@ -1476,6 +1476,41 @@ TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
 	close(p[1]);
 }
 
+/*
+ * A VMM sets a running ring's addresses again to switch on the used ring's
+ * dirty logging: a chain in the pipe still comes back to the guest.
+ */
+TEST_F(vserial, zerocopy_chain_survives_ring_addresses_set_again)
+{
+	struct vhost_vring_addr addr;
+	struct vs_vq *vq;
+	char *buf, *got;
+	int p[2] = { -1, -1 };
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	buf = zc_queue(&self->d, ZC_BUF, 23);
+	ASSERT_NE(NULL, buf);
+	got = malloc(ZC_BUF);
+	ASSERT_NE(NULL, got);
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+
+	memset(&addr, 0, sizeof(addr));
+	addr.index = vs_tx_vq(0);
+	addr.desc_user_addr = (uintptr_t)vq->desc;
+	addr.avail_user_addr = (uintptr_t)vq->avail;
+	addr.used_user_addr = (uintptr_t)vq->used;
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_ADDR, &addr));
+	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
+	EXPECT_EQ(0, memcmp(buf, got, ZC_BUF));
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	free(got);
+	close(p[0]);
+	close(p[1]);
+}
+
 TEST_F(vserial, zerocopy_splice_to_dev_null_completes_every_buffer)
 {
 	const unsigned int nbufs = 16;
