@@ -679,9 +679,21 @@ static int vhost_serial_bpoll_wake(wait_queue_entry_t *wait, unsigned int mode,
 				   int sync, void *key)
 {
 	struct vhost_serial_bpoll *bp = wait->private;
+	__poll_t events = key ? key_to_poll(key) : 0;
 
-	if (key && !(key_to_poll(key) & bp->mask))
+	/*
+	 * The queue is freed after this call (a signalfd's lives in the
+	 * signal handlers of the process that polled it): leave it now, under
+	 * its lock, and let the work look at the file again.  The queue itself
+	 * stays valid for an RCU grace period (wake_up_pollfree()).
+	 */
+	if (events & POLLFREE) {
+		list_del_init(&wait->entry);
+		/* Pairs with the acquire in vhost_serial_bpoll_stop(). */
+		smp_store_release(&bp->wqh[wait - bp->wait], NULL);
+	} else if (key && !(events & bp->mask)) {
 		return 0;
+	}
 	vhost_serial_work_queue(bp->vq, &bp->work);
 	return 0;
 }
@@ -729,13 +741,20 @@ static void vhost_serial_bpoll_queue(struct vhost_serial_bpoll *bp)
 
 static void vhost_serial_bpoll_stop(struct vhost_serial_bpoll *bp)
 {
+	wait_queue_head_t *wqh;
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(bp->wqh); i++) {
-		if (bp->wqh[i]) {
-			remove_wait_queue(bp->wqh[i], &bp->wait[i]);
-			bp->wqh[i] = NULL;
-		}
+		rcu_read_lock();
+		/*
+		 * Pairs with the release in vhost_serial_bpoll_wake(): after a
+		 * POLLFREE wake-up the entry is off the queue, which RCU keeps.
+		 */
+		wqh = smp_load_acquire(&bp->wqh[i]);
+		if (wqh)
+			remove_wait_queue(wqh, &bp->wait[i]);
+		rcu_read_unlock();
+		WRITE_ONCE(bp->wqh[i], NULL);
 	}
 }
 
@@ -748,7 +767,7 @@ static void vhost_serial_bpoll_start(struct vhost_serial_bpoll *bp,
 {
 	__poll_t mask;
 
-	if (bp->wqh[0])
+	if (READ_ONCE(bp->wqh[0]))
 		return;
 	mask = vfs_poll(file, &bp->table);
 	if (mask & EPOLLERR)

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -2073,6 +2074,73 @@ TEST_F(vserial, reset_owner_hands_the_device_to_a_new_process)
 	if (!pid)
 		_exit(new_owner_takes_over(&self->d, self->info));
 	ASSERT_EQ(0, child_status(pid));
+}
+
+/*
+ * The owner of signalfd_backend_outlived_by_its_owner: brings a device up
+ * with port 0 reading a signalfd, which waits on this process's signal
+ * handlers, and forks a keeper that holds the device open after we exit.
+ * The keeper closes the device once @gate reads a byte, then writes 'c' to
+ * @done.
+ */
+static int signalfd_owner(int gate, int done)
+{
+	struct vs_port_info info[1];
+	struct vs_dev d = { .fd = -1 };
+	sigset_t mask;
+	pid_t keeper;
+	char c;
+	int sfd;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGUSR1);
+	if (vs_bring_up(&d, 1, 1, info))
+		return 1;
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sfd < 0)
+		return 2;
+	if (vs_set_backend(&d, 0, sfd, -1))
+		return 3;
+	keeper = fork();
+	if (keeper < 0)
+		return 4;
+	if (!keeper) {
+		if (read(gate, &c, 1) != 1)
+			_exit(1);
+		close(d.fd);
+		_exit(write(done, "c", 1) == 1 ? 0 : 1);
+	}
+	return 0;
+}
+
+/*
+ * A signalfd's wait queue goes with the signal handlers of the process that
+ * polled it: when the owner exits while another process keeps the device
+ * open, the port's wait must leave that queue as it is freed, and closing
+ * the device afterwards must not touch it.
+ */
+TEST_F(vserial, signalfd_backend_outlived_by_its_owner)
+{
+	int gate[2], done[2];
+	pid_t owner;
+	char c = 0;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, pipe(gate));
+	ASSERT_EQ(0, pipe(done));
+	owner = fork();
+	ASSERT_LE(0, owner);
+	if (!owner)
+		_exit(signalfd_owner(gate[0], done[1]));
+	ASSERT_EQ(0, child_status(owner));
+	close(done[1]);
+	ASSERT_EQ(1, write(gate[1], "x", 1));
+	ASSERT_EQ(0, vs_wait_fd(done[0], POLLIN, VS_TIMEOUT_MS));
+	ASSERT_EQ(1, read(done[0], &c, 1));
+	EXPECT_EQ('c', c);
+	close(gate[0]);
+	close(gate[1]);
+	close(done[0]);
 }
 
 /* ---- malformed input from userspace ----------------------------------------- */
