@@ -1100,8 +1100,14 @@ static void vhost_serial_zc_unpin(struct vhost_serial_zc *zc)
 
 static void vhost_serial_zc_free(struct vhost_serial_zc *zc)
 {
-	vhost_serial_zc_hub_put(zc->hub);
+	struct vhost_serial_zc_hub *hub = zc->hub;
+
+	/*
+	 * From a pipe's release, the hub's reference may be the last one on
+	 * this module: drop it after everything else.
+	 */
 	kvfree(zc);
+	vhost_serial_zc_hub_put(hub);
 }
 
 /*
