@@ -1445,20 +1445,33 @@ TEST_F(vserial, zerocopy_output_is_exact)
 	close(p[1]);
 }
 
+/*
+ * A zero-copy port with one guest buffer of pattern @seed in its pipe,
+ * unread; *@buf is the guest's buffer, *@got room to read it into.
+ */
+static int zc_one_in_pipe(struct vs_dev *d, struct vs_port_info *info,
+			  int p[2], uint32_t seed, char **buf, char **got)
+{
+	int ret = zc_port(d, info, p);
+
+	if (ret)
+		return ret;
+	*buf = zc_queue(d, ZC_BUF, seed);
+	*got = malloc(ZC_BUF);
+	if (!*buf || !*got)
+		return -ENOMEM;
+	return vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS);
+}
+
 TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
 {
-	struct vs_vq *vq;
-	char *buf, *got;
+	char *buf = NULL, *got = NULL;
 	int p[2] = { -1, -1 };
+	struct vs_vq *vq;
 
 	REQUIRE_DEVICE();
-	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	ASSERT_EQ(0, zc_one_in_pipe(&self->d, self->info, p, 21, &buf, &got));
 	vq = &self->d.vqs[vs_tx_vq(0)];
-	buf = zc_queue(&self->d, ZC_BUF, 21);
-	ASSERT_NE(NULL, buf);
-	got = malloc(ZC_BUF);
-	ASSERT_NE(NULL, got);
-	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
 
 	/* In the pipe, unread: the guest must not have its buffer back. */
 	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS));
@@ -1483,20 +1496,14 @@ TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
  */
 TEST_F(vserial, zerocopy_chain_survives_ring_addresses_set_again)
 {
+	char *buf = NULL, *got = NULL;
 	struct vhost_vring_addr addr;
-	struct vs_vq *vq;
-	char *buf, *got;
 	int p[2] = { -1, -1 };
+	struct vs_vq *vq;
 
 	REQUIRE_DEVICE();
-	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	ASSERT_EQ(0, zc_one_in_pipe(&self->d, self->info, p, 23, &buf, &got));
 	vq = &self->d.vqs[vs_tx_vq(0)];
-	buf = zc_queue(&self->d, ZC_BUF, 23);
-	ASSERT_NE(NULL, buf);
-	got = malloc(ZC_BUF);
-	ASSERT_NE(NULL, got);
-	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
-
 	memset(&addr, 0, sizeof(addr));
 	addr.index = vs_tx_vq(0);
 	addr.desc_user_addr = (uintptr_t)vq->desc;
