@@ -136,6 +136,20 @@ FIXTURE_TEARDOWN(vserial)
 	EXPECT_EQ(self->kmsg_bad, vs_kmsg_bad_lines());
 }
 
+/* Hot-adds generic port @id, named "hot", and readies it as a guest does. */
+static int hot_add_ready(struct vs_dev *d, uint32_t id)
+{
+	int ret = vs_add_port(d, id, "hot", false);
+
+	if (!ret)
+		ret = expect_ctrl(d, id, VIRTIO_CONSOLE_PORT_ADD, 1);
+	if (!ret)
+		ret = vs_ctrl_send(d, id, VIRTIO_CONSOLE_PORT_READY, 1);
+	if (!ret)
+		ret = expect_ctrl(d, id, VIRTIO_CONSOLE_PORT_NAME, 1);
+	return ret;
+}
+
 /* ---- features and set-up order ------------------------------------------ */
 
 TEST_F(vserial, get_features_offers_required_bits)
@@ -377,10 +391,7 @@ TEST_F(vserial, hot_add_and_remove_while_data_flows)
 	ASSERT_EQ(0, vs_pump_until_idle(f, 2, 200));
 
 	/* Hot-add port 3 while port 0 has data in flight. */
-	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
-	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, hot_add_ready(&self->d, 3));
 	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
 	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_READY);
 
@@ -415,10 +426,7 @@ TEST_F(vserial, removing_an_attached_port_sends_only_port_remove)
 
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
-	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
-	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, hot_add_ready(&self->d, 3));
 	ASSERT_EQ(0, make_socket_end(&h));
 	ASSERT_EQ(0, attach(&self->d, 3, &h));
 	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_OPEN, 1));
@@ -481,10 +489,7 @@ TEST_F(vserial, removed_port_output_never_reaches_port_added_again)
 
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
-	ASSERT_EQ(0, vs_add_port(&self->d, 3, "hot", false));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_ADD, 1));
-	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, hot_add_ready(&self->d, 3));
 
 	/* Without a backend a generic port keeps its output in the ring. */
 	ASSERT_EQ(0, queue_tx(&self->d, 3, 4096, 'a'));
