@@ -123,7 +123,8 @@ bench: setup
 demo: setup
 	@DEMO_MODULE=$(DEMO_MODULE) scripts/demo.sh
 
-# Where the time of one module figure goes (perf on this machine).
+# Where the time of one figure goes: perf on this machine, or in the host
+# VM for the nested figures (FIGURE=e2e_vhost_g2h and the like).
 FIGURE		?= module_h2g_socket_64k
 .PHONY: profile
 profile: setup qemu selftests

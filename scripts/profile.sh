@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # make profile [FIGURE=module_h2g_socket_64k]: where the time of one figure
-# of vserial_bench goes, for the figures that miss their target.
+# of vserial_bench goes, for the figures that miss their target.  The
+# nested figures e2e_{vhost,userspace}_{g2h,h2g,rtt} (make bench's part 2)
+# are profiled inside a host VM instead: see profile_nested below.
 #
 # The module's VM runs as make bench runs it, with the patched QEMU, but
 # under perf on this machine: QEMU writes a perf map (-perfmap) that names
@@ -30,8 +32,8 @@ readonly OUT=$TOP/build/profile
 say() { echo "profile: $*" >&2; }
 die() { echo "profile: $*" >&2; exit 2; }
 
-[[ $FIGURE =~ ^(module_(g2h|h2g)_(pipe|socket)_(4k|64k|1m)|memcpy_MBps)$ ]] ||
-	die "FIGURE must be memcpy_MBps or module_{g2h,h2g}_{pipe,socket}_{4k,64k,1m}, not '$FIGURE'"
+[[ $FIGURE =~ ^(module_(g2h|h2g)_(pipe|socket)_(4k|64k|1m)|memcpy_MBps|e2e_(vhost|userspace)_(g2h|h2g|rtt))$ ]] ||
+	die "FIGURE must be memcpy_MBps, module_{g2h,h2g}_{pipe,socket}_{4k,64k,1m} or e2e_{vhost,userspace}_{g2h,h2g,rtt}, not '$FIGURE'"
 command -v perf >/dev/null || die "perf not found (package linux-perf)"
 [ -x /usr/bin/python3 ] || die "/usr/bin/python3 not found (package python3)"
 
@@ -40,6 +42,43 @@ mkdir -p "$OUT"
 readonly LOG=$OUT/$FIGURE.vm.log
 readonly DATA=$OUT/$FIGURE.perf.data
 readonly REPORT=$OUT/$FIGURE.txt
+
+# A nested figure: a host VM (L1) with the module runs one L2 guest and the
+# figure's benchmark test, as make bench does, and perf samples all of L1
+# over three of the test's rounds (e2e_profile_suite.sh).  The report names
+# L1's commands: L2's QEMU, the module's worker (vhost-<pid>), the host
+# program (vserial_guest).
+profile_nested() {
+	local channel=${FIGURE#e2e_} test log=$OUT/$FIGURE.l1.log
+	local devopts=()
+
+	channel=${channel%_*}
+	case $FIGURE in
+	*_g2h) test=guest_to_host_throughput ;;
+	*_h2g) test=host_to_guest_throughput ;;
+	*) test=one_byte_round_trip ;;
+	esac
+	[ "$channel" = vhost ] && devopts=(-o vhost=on)
+	say "$FIGURE: $test over $channel in a $SERIES host VM under perf (log: $log)"
+	"$SELFTESTS/e2e_vmtest.sh" -k "$SERIES" -m "$TOP/build/$SERIES/vhost_serial.ko" \
+		-l "$log" -T 3000 /usr/bin/env QEMU="$qemu" \
+		VSERIAL_CACHE="${VSERIAL_CACHE:-/var/cache/vhost-serial}" \
+		PROFILE_TOP="$TOPN" "$SELFTESTS/e2e_profile_suite.sh" -k "$SERIES" \
+		-d "$TOP/build/$SERIES/virtio_console.ko" \
+		-b "$TOP/build/selftests/vserial_guest" -g bench "${devopts[@]}" \
+		-m "${PROFILE_MIB:-64}" -- -r "bench.$test" >"$OUT/$FIGURE.vmtest.out" 2>&1 ||
+		say "the host VM run failed: see $log"
+	tr -d '\r' <"$log" | grep -a '^BENCH ' >&2 || true
+	tr -d '\r' <"$log" | sed -n '/^PROFILE-BEGIN/,/^PROFILE-END/p' | sed '1d;$d' >"$REPORT"
+	[ -s "$REPORT" ] || die "no profile in $log"
+	cat "$REPORT"
+	say "report: $REPORT"
+}
+
+if [[ $FIGURE == e2e_* ]]; then
+	profile_nested
+	exit 0
+fi
 
 # The first program of the VM: the text symbols of the running kernel and
 # of its modules, between markers.
@@ -100,58 +139,12 @@ fi
 vm_pid=
 
 # perf reads /tmp/perf-<pid>.map, QEMU's map, while it reports.
-perf report -i "$DATA" --stdio --no-children --sort dso,sym -q \
+perf report -i "$DATA" --stdio --no-children --sort dso,sym -q -t '|' \
 	--percent-limit 0.001 2>/dev/null >"$OUT/$FIGURE.perf.txt"
 rm -f "/tmp/perf-$qemu_pid.map"
 
-/usr/bin/python3 - "$LOG" "$OUT/$FIGURE.perf.txt" "$TOPN" >"$REPORT" <<'EOF'
-import bisect
-import re
-import sys
-
-log, perf_txt, topn = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-addrs, names = [], []
-inside = False
-for line in open(log, errors="replace"):
-    line = line.rstrip("\r\n")
-    if line == "KSYMS-BEGIN":
-        inside = True
-    elif line == "KSYMS-END":
-        inside = False
-    elif inside:
-        # Kernel messages relayed to the console may fall in between.
-        m = re.match(r"^([0-9a-f]+) [tT] (\S+)(\s+\S+)?$", line)
-        if m:
-            addrs.append(int(m.group(1), 16))
-            names.append(m.group(2) + (m.group(3) or ""))
-order = sorted(range(len(addrs)), key=addrs.__getitem__)
-addrs = [addrs[i] for i in order]
-names = [names[i] for i in order]
-
-shares = {}
-guest = other = 0.0
-row = re.compile(r"^\s*([0-9.]+)%\s+(.*?)\s+\[(.)\]\s+(.*)$")
-for line in open(perf_txt, errors="replace"):
-    m = row.match(line)
-    if not m:
-        continue
-    pct, dso, sym = float(m.group(1)), m.group(2), m.group(4).strip()
-    g = re.match(r"guest-0x([0-9a-f]+)", sym)
-    if g:
-        i = bisect.bisect_right(addrs, int(g.group(1), 16)) - 1
-        key = "guest: " + (names[i] if i >= 0 else "?")
-        guest += pct
-    else:
-        key = "%s: %s" % ("host kernel" if m.group(3) == "k" else dso, sym)
-        other += pct
-    shares[key] = shares.get(key, 0.0) + pct
-
-print("# %d guest symbols; translated guest code %.1f%%, QEMU and host %.1f%%"
-      % (len(addrs), guest, other))
-for key, pct in sorted(shares.items(), key=lambda kv: -kv[1])[:topn]:
-    print("%6.2f%%  %s" % (pct, key))
-EOF
+"$TOP/scripts/perf-guest-report.py" "$LOG" "$OUT/$FIGURE.perf.txt" "$TOPN" \
+	>"$REPORT"
 grep '^BENCH ' "$LOG" | tr -d '\r' >&2 || true
 cat "$REPORT"
 say "report: $REPORT"

@@ -34,6 +34,11 @@
 # where the in-tree driver is built in.  On kernels with modular virtio, the
 # transport modules are loaded first.
 #
+# VMTEST_QEMU_ARGS (words) and VMTEST_APPEND (kernel command line) add to
+# what each VM is started with; VMTEST_KSYMS=1 has the guest print the text
+# symbols of its kernel and modules, between KSYMS-BEGIN and KSYMS-END, once
+# the driver is loaded.  scripts/profile.sh uses them.
+#
 # Exit status: 0 when every group's VM finished, the test program exited 0
 # and the kernel log stayed clean; 1 when a test or a VM failed; 2 on a
 # usage or set-up error.
@@ -343,6 +348,11 @@ main() {
 	echo "VMTEST-BOOTED $(uname -r) group $group driver $DRIVER"
 	load_driver
 	echo "VMTEST-LOADED ${MODULES:-built-in}"
+	if [ "$KSYMS" = 1 ]; then
+		echo KSYMS-BEGIN
+		grep -E '^[0-9a-f]+ [tT] ' /proc/kallsyms
+		echo KSYMS-END
+	fi
 	dmesg -n 1
 	awk -v mark="$KMSG_MARK" "$KMSG_RELAY" /dev/kmsg &
 	relay=$!
@@ -440,6 +450,7 @@ DRIVER_WAIT=$DRIVER_WAIT
 BAD_KLOG='$BAD_KLOG'
 GUEST_OPTS="$guest_opts"
 HARNESS_ARGS="${harness_args[*]}"
+KSYMS=${VMTEST_KSYMS:-0}
 EOT
 	write_init "$root/init"
 	(cd "$root" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) \
@@ -513,13 +524,14 @@ run_group_vm() {
 	mapfile -t qargs < <("$binary" --qemu-args "$group" "$dir" "$devopts")
 	# Group parameters come first: the last console= is /dev/console,
 	# which must stay ttyS0 for TAP.
-	cmdline="$gcmdline $CMDLINE_BASE vserial.group=$group $extra_cmdline"
+	cmdline="$gcmdline $CMDLINE_BASE vserial.group=$group $extra_cmdline${VMTEST_APPEND:+ $VMTEST_APPEND}"
 
 	take_vm_lock
 	start=$(date +%s)
 	start_host "$dir"
 	log "group $group: booting $release ($series), $gsmp vCPUs, driver $driver, timeout ${timeout}s"
 	rm -f "$glog"
+	# shellcheck disable=SC2086 # VMTEST_QEMU_ARGS is a list of words
 	timeout --kill-after=10 $((timeout + BOOT_MARGIN)) \
 		"$QEMU" -accel tcg -cpu "$(vm_cpu_model "$QEMU")" -m $QEMU_MEM -smp "$gsmp" \
 		-nodefaults -display none -no-reboot \
@@ -527,7 +539,7 @@ run_group_vm() {
 		-chardev "socket,id=ctl,path=$dir/ctl.sock" \
 		-device isa-serial,chardev=ctl,index=1 \
 		-qmp "unix:$dir/qmp.sock,server=on,wait=off" \
-		"${qargs[@]}" \
+		"${qargs[@]}" ${VMTEST_QEMU_ARGS:-} \
 		-pidfile "$tmpdir/qemu.pid" \
 		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs.cpio" \
 		-append "$cmdline" </dev/null &
