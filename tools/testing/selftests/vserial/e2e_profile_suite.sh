@@ -11,7 +11,7 @@
 #   e2e_profile_suite.sh GUEST_VMTEST_ARGS...
 #
 # The arguments go to guest_vmtest.sh (-k, -d, -b, -g bench, -o, -m, and
-# -- -t TEST); QEMU (the patched build) comes from the environment.
+# -- -r bench.TEST); QEMU (the patched build) comes from the environment.
 # Prints the test's figures and the report (scripts/perf-guest-report.py,
 # with the command of each entry) between PROFILE-BEGIN and PROFILE-END.
 set -uo pipefail
