@@ -13,7 +13,8 @@
 # The arguments go to guest_vmtest.sh (-k, -d, -b, -g bench, -o, -m, and
 # -- -r bench.TEST); QEMU (the patched build) comes from the environment.
 # Prints the test's figures and the report (scripts/perf-guest-report.py,
-# with the command of each entry) between PROFILE-BEGIN and PROFILE-END.
+# with the command of each entry) between PROFILE-BEGIN and PROFILE-END;
+# exits with guest_vmtest.sh's status.
 set -uo pipefail
 
 SELFDIR=$(cd "$(dirname "$0")" && pwd)
@@ -67,7 +68,8 @@ cp "$serial" "$OUT/l2.log"
 kill -INT $perf_pid
 wait $perf_pid
 wait $gv
-echo "e2e-profile: guest_vmtest.sh exit status $?"
+rc=$?
+echo "e2e-profile: guest_vmtest.sh exit status $rc"
 tr -d '\r' <"$OUT/l2.log" | grep -a '^BENCH \|round [0-9]:'
 
 perf report -i "$OUT/perf.data" --stdio --no-children --sort comm,dso,sym \
@@ -78,3 +80,5 @@ echo "PROFILE-BEGIN window ${t0}-${t1} s of L1's uptime"
 	"$OUT/perf.txt" "$TOPN"
 echo "PROFILE-END"
 rm -f "/tmp/perf-$qemu_pid.map"
+# A failed test still leaves its profile, but the run says it failed.
+exit $rc
