@@ -30,6 +30,8 @@ readonly LOG=$LOGDIR/demo.log
 readonly MIB=${DEMO_MIB:-16}
 readonly BUSYBOX=/bin/busybox
 readonly E2E=$TOP/tools/testing/selftests/vserial/e2e_vmtest.sh
+# shellcheck source=../tools/testing/selftests/vserial/vm_lib.sh
+. "$TOP/tools/testing/selftests/vserial/vm_lib.sh"
 readonly L1_TIMEOUT=1500
 # Seconds L1 gives the guest for booting and both transfers.
 readonly L2_TIMEOUT=1200
@@ -113,6 +115,7 @@ write_scenario() {
 readonly W=$work
 readonly QEMU=$qemu
 readonly L2_TIMEOUT=$L2_TIMEOUT
+readonly L2_APPEND="console=ttyS0 panic=-1 quiet $(vm_lean_cmdline virtio_console_init)"
 EOT
 	cat >>"$1" <<'EOT'
 set -u
@@ -123,7 +126,7 @@ say "host: starting the guest: -device virtio-serial-pci,vhost=on"
 timeout "$L2_TIMEOUT" "$QEMU" -accel tcg -m 512 -smp 1 -nodefaults \
 	-display none -no-reboot -serial file:/tmp/guest.log \
 	-kernel "$W/vmlinuz" -initrd "$W/guest.cpio" \
-	-append "console=ttyS0 panic=-1 quiet initcall_blacklist=virtio_console_init" \
+	-append "$L2_APPEND" \
 	-device virtio-serial-pci,id=vser0,vhost=on \
 	-chardev file,id=con,path=/tmp/console.out \
 	-device virtconsole,bus=vser0.0,chardev=con,name=org.example.console \

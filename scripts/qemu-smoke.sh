@@ -29,6 +29,8 @@ readonly TOP
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly SERIES=6.12
 readonly E2E=$TOP/tools/testing/selftests/vserial/e2e_vmtest.sh
+# shellcheck source=../tools/testing/selftests/vserial/vm_lib.sh
+. "$TOP/tools/testing/selftests/vserial/vm_lib.sh"
 readonly MODULE=$TOP/build/$SERIES/vhost_serial.ko
 readonly GUEST_MODULE=$TOP/build/$SERIES/virtio_console.ko
 readonly GUEST_DRIVER=${GUEST_DRIVER:-intree}
@@ -260,6 +262,7 @@ readonly W=$work
 readonly QEMU=$QEMU
 readonly L2_TIMEOUT=$L2_TIMEOUT
 readonly L2_APPEND="$l2_append"
+readonly L2_DRIVER=$GUEST_DRIVER
 EOT
 	cat >>"$1" <<'EOT'
 pass=0
@@ -323,7 +326,7 @@ check "hot-plugged port" "$(has $H 'HOST-HOTPLUG hotplug-ok')"
 check "hot-unplugged port" "$(has $L2 L2-UNPLUGGED)"
 check "VSERPORT_CHANGE" "$(has $H 'HOST-EVENT port1 True')"
 check "guest finished" "$(has $L2 L2-DONE)"
-if [ -n "$L2_APPEND" ]; then
+if [ "$L2_DRIVER" = project ]; then
 	check "project guest driver loaded" "$(has $L2 'L2-DRIVER project')"
 fi
 echo "SMOKE $pass passed, $fail failed"
@@ -347,11 +350,11 @@ main() {
 	mkdir -p "$work"/l2/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp}
 	cp "$BUSYBOX" "$work/l2/bin/busybox"
 	case $GUEST_DRIVER in
-	intree) ;;
+	intree) l2_append=$(vm_lean_cmdline) ;;
 	project)
 		[ -f "$GUEST_MODULE" ] || die "$GUEST_MODULE not built"
 		cp "$GUEST_MODULE" "$work/l2/virtio_console.ko"
-		l2_append="initcall_blacklist=virtio_console_init"
+		l2_append=$(vm_lean_cmdline virtio_console_init)
 		;;
 	*) die "GUEST_DRIVER is intree or project" ;;
 	esac
