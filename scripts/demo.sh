@@ -125,7 +125,7 @@ say "host: sending $(stat -c %s "$W/data") bytes, sha1 $(sha1sum "$W/data" | cut
 say "host: starting the guest: -device virtio-serial-pci,vhost=on"
 timeout "$L2_TIMEOUT" "$QEMU" -accel tcg -m 512 -smp 1 -nodefaults \
 	-display none -no-reboot -serial file:/tmp/guest.log \
-	-kernel "$W/vmlinuz" -initrd "$W/guest.cpio" \
+	-kernel "$W/kernel" -initrd "$W/guest.cpio" \
 	-append "$L2_APPEND" \
 	-device virtio-serial-pci,id=vser0,vhost=on \
 	-chardev file,id=con,path=/tmp/console.out \
@@ -158,7 +158,7 @@ EOT
 }
 
 vhost_demo() {
-	local qemu status=0 start
+	local qemu status=0 start kdir
 
 	[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (package busybox-static)"
 	say "QEMU with qemu-patches/ (built once, about 5 minutes, then cached) ..."
@@ -173,7 +173,8 @@ vhost_demo() {
 	cp "build/$KERNEL/virtio_console.ko" "$work/l2/"
 	write_l2_init "$work/l2/init"
 	(cd "$work/l2" && find . | cpio -o -H newc -R 0:0 --quiet) >"$work/guest.cpio"
-	cp "$CACHE/kernels/$KERNEL/vmlinuz" "$work/vmlinuz"
+	kdir=$CACHE/kernels/$KERNEL
+	cp "$(vm_kernel_image)" "$work/kernel"
 	head -c $((MIB << 20)) /dev/urandom >"$work/data"
 	write_scenario "$work/scenario.sh"
 

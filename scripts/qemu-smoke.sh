@@ -281,7 +281,7 @@ has() { tr -d '\r' <"$1" | grep -qx "$2"; echo $?; }
 
 [ -c /dev/vhost-serial ] || { echo "not ok - /dev/vhost-serial"; exit 1; }
 "$QEMU" -accel tcg -m 512 -smp 1 -nodefaults -display none -no-reboot \
-	-serial file:/tmp/l2.log -kernel "$W/vmlinuz" -initrd "$W/l2.cpio" \
+	-serial file:/tmp/l2.log -kernel "$W/kernel" -initrd "$W/l2.cpio" \
 	-append "console=ttyS0 panic=-1 quiet $L2_APPEND" \
 	-qmp unix:/tmp/qmp.sock,server=on,wait=off \
 	-device virtio-serial-pci,id=vser0,vhost=on \
@@ -336,7 +336,7 @@ EOT
 }
 
 main() {
-	local rc=0 l2_append=""
+	local rc=0 l2_append="" kdir
 
 	[ "$(id -u)" = 0 ] || die "must run as root"
 	[ -x "$E2E" ] || die "$E2E missing"
@@ -360,7 +360,8 @@ main() {
 	esac
 	write_l2_init "$work/l2/init"
 	(cd "$work/l2" && find . | cpio -o -H newc --quiet) >"$work/l2.cpio"
-	cp "$CACHE/kernels/$SERIES/vmlinuz" "$work/vmlinuz"
+	kdir=$CACHE/kernels/$SERIES
+	cp "$(vm_kernel_image)" "$work/kernel"
 	write_host_py "$work/host.py"
 	write_scenario "$work/scenario.sh"
 

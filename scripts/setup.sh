@@ -10,13 +10,13 @@
 # package version, otherwise we stop: a module built against one and loaded
 # into another would only fail later and less clearly.
 #
-# Output: $VSERIAL_CACHE/kernels/<series>/{env,vmlinuz,modules/,src/}
+# Output: $VSERIAL_CACHE/kernels/<series>/{env,vmlinuz,vmlinux,modules/,src/}
 set -euo pipefail
 
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly SERIES=${*:-6.12 6.1}
 readonly BASE_PKGS="build-essential bc busybox-static cpio kmod sparse perl udev
-	qemu-system-x86 xz-utils ca-certificates coreutils"
+	qemu-system-x86 xz-utils zstd ca-certificates coreutils"
 # Files of the kernel source tree that the out-of-tree build, checkpatch and
 # the kselftests use; nothing else of the tarball is unpacked.
 readonly SRC_FILES="drivers/vhost scripts/checkpatch.pl scripts/spelling.txt
@@ -72,6 +72,36 @@ resolve_release() {
 	echo "$dep"
 }
 
+# Whether ELF file $1 has a PVH entry point (Xen note type 0x12), which
+# lets QEMU start it without the decompressor.
+has_pvh_entry() {
+	LC_ALL=C readelf -n "$1" 2>/dev/null |
+		grep -Eq '^[[:space:]]+Xen[[:space:]]+0x[0-9a-f]+[[:space:]].*\(0x00000012\)'
+}
+
+# The kernel of bzImage $1, uncompressed, as $2: the test VMs boot it
+# through PVH (vm_kernel_image in vm_lib.sh).  The payload is the first
+# zstd (6.12) or xz (6.1) stream in the image that inflates to such an ELF;
+# a kernel without one keeps booting from vmlinuz.
+extract_vmlinux() {
+	local img=$1 out=$2 spec off
+
+	for spec in '\x28\xb5\x2f\xfd:zstd' '\xfd\x37\x7a\x58\x5a\x00:xz'; do
+		# shellcheck disable=SC2013 # one offset per line, no blanks
+		for off in $(LC_ALL=C grep -obUaP "${spec%%:*}" "$img" | cut -d: -f1); do
+			# The stream is followed by the rest of the image, which
+			# the decompressor reports as trailing garbage.
+			tail -c +$((off + 1)) "$img" | "${spec#*:}" -qdc >"$out.tmp" 2>/dev/null
+			if has_pvh_entry "$out.tmp"; then
+				mv "$out.tmp" "$out"
+				return 0
+			fi
+		done
+	done
+	rm -f "$out.tmp"
+	return 1
+}
+
 setup_series() {
 	local series=$1 meta rel srcver imgver hdrver dir tarball files_key
 
@@ -108,6 +138,8 @@ setup_series() {
 	   grep -qx "FILES=$files_key" "$dir/env" &&
 	   [ "$(pkg_installed_version "linux-headers-$rel")" = "$imgver" ]; then
 		log "$series: $rel ($imgver) cached"
+		[ -f "$dir/vmlinux" ] || extract_vmlinux "$dir/vmlinuz" "$dir/vmlinux" ||
+			log "$series: no PVH kernel in vmlinuz; VMs boot the bzImage"
 		return
 	fi
 
@@ -134,6 +166,8 @@ setup_series() {
 	rm -rf "$dir/pkg"
 	cp "$dir/root/boot/vmlinuz-$rel" "$dir/vmlinuz"
 	cp "$dir/root/boot/config-$rel" "$dir/config"
+	extract_vmlinux "$dir/vmlinuz" "$dir/vmlinux" ||
+		log "$series: no PVH kernel in vmlinuz; VMs boot the bzImage"
 	mv "$dir/root/lib/modules/$rel" "$dir/modules"
 	rm -rf "$dir/root"
 

@@ -196,7 +196,7 @@ run_vm() {
 	timeout --kill-after=10 "$timeout" "$QEMU" -accel tcg -cpu max \
 		-m "$L1_MEM" -smp "$smp" -nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
-		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs" \
+		-kernel "$(vm_kernel_image)" -initrd "$tmpdir/initramfs" \
 		-append "$cmdline" \
 		-fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
 		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \

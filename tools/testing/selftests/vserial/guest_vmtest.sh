@@ -545,7 +545,7 @@ run_group_vm() {
 		-qmp "unix:$dir/qmp.sock,server=on,wait=off" \
 		"${qargs[@]}" ${VMTEST_QEMU_ARGS:-} \
 		-pidfile "$tmpdir/qemu.pid" \
-		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs.cpio" \
+		-kernel "$(vm_kernel_image)" -initrd "$tmpdir/initramfs.cpio" \
 		-append "$cmdline" </dev/null &
 	pid=$!
 	wait $pid || rc=$?

@@ -17,6 +17,9 @@
 
 set -uo pipefail
 
+# shellcheck source=vm_lib.sh
+. "$(dirname "$0")/vm_lib.sh"
+
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly QEMU=${QEMU:-qemu-system-x86_64}
 readonly BUSYBOX=${BUSYBOX:-/bin/busybox}
@@ -134,7 +137,7 @@ main() {
 	log "booting $rel with the module tree of $stage"
 	timeout --kill-after=10 "$timeout" "$QEMU" -accel tcg -m 512M -smp 1 \
 		-nodefaults -display none -no-reboot -serial "file:$logfile" \
-		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs.cpio" \
+		-kernel "$(vm_kernel_image)" -initrd "$tmpdir/initramfs.cpio" \
 		-append "console=ttyS0 panic=-1 quiet loglevel=4" </dev/null || rc=$?
 	exec {lockfd}>&-
 	tr -d '\r' <"$logfile" | grep '^INSTALL-VM'

@@ -37,6 +37,20 @@ vm_lean_cmdline() {
 	echo "initcall_blacklist=$calls cryptomgr.notests=1"
 }
 
+# The kernel image the VMs boot: vmlinux, the uncompressed kernel that
+# scripts/setup.sh extracts, where the cache has it, else the bzImage.
+# QEMU starts vmlinux at its PVH entry point, which skips the real-mode
+# loader and the kernel's decompressor: a 6.12 kernel printed its first line
+# 1.0 s sooner one level deep and 4.7 s sooner nested (10.2 against 14.9 s
+# after its QEMU started, in the same host VM).
+vm_kernel_image() {
+	if [ -f "$kdir/vmlinux" ]; then
+		echo "$kdir/vmlinux"
+	else
+		echo "$kdir/vmlinuz"
+	fi
+}
+
 # The file of a module of the cached kernel, compressed or not.
 kernel_module_file() {
 	local name=$1 ext f

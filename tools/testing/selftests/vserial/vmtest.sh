@@ -472,7 +472,7 @@ run_vm() {
 		-nodefaults -display none -no-reboot \
 		-serial "file:$logfile" \
 		-pidfile "$tmpdir/qemu.pid" \
-		-kernel "$kdir/vmlinuz" -initrd "$tmpdir/initramfs.cpio" \
+		-kernel "$(vm_kernel_image)" -initrd "$tmpdir/initramfs.cpio" \
 		${VMTEST_QEMU_ARGS:-} \
 		-append "$CMDLINE${VMTEST_APPEND:+ $VMTEST_APPEND}" </dev/null &
 	pid=$!
