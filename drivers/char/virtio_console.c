@@ -47,6 +47,8 @@
  */
 #define VCON_RX_ALLOC		(16 * 1024)
 #define VCON_RX_BUFS		64
+/* Receive buffers one discard goes through at most (interrupt context). */
+#define VCON_DISCARD_MAX	(4 * VCON_RX_BUFS)
 /* Largest chain of guest output; longer writes become several chains. */
 #define VCON_TX_MAX		(256 * 1024)
 /*
@@ -469,13 +471,18 @@ static void vcon_discard_rx(struct vcon_port *port)
 		port->inbuf = NULL;
 		n++;
 	}
-	/* Leave interrupts on, so that data for a closed port is dropped. */
+	/*
+	 * Leave interrupts on, so that data for a closed port is dropped.
+	 * This runs in interrupt context: a device that hands buffers back
+	 * as fast as they go in gets a bounded number of them per call.
+	 */
 	do {
-		while ((buf = vcon_vq_get(port->in_vq))) {
+		while (n < VCON_DISCARD_MAX &&
+		       (buf = vcon_vq_get(port->in_vq))) {
 			vcon_recycle_inbuf(port, buf);
 			n++;
 		}
-	} while (!virtqueue_enable_cb(port->in_vq));
+	} while (!virtqueue_enable_cb(port->in_vq) && n < VCON_DISCARD_MAX);
 	if (n)
 		virtqueue_kick(port->in_vq);
 }
@@ -617,7 +624,9 @@ static void vcon_ctrl_out_intr(struct virtqueue *vq)
 	unsigned long flags;
 
 	spin_lock_irqsave(&pd->c_ovq_lock, flags);
-	vcon_ctrl_push(pd);
+	/* A late interrupt of a device being torn down moves nothing. */
+	if (!pd->dead)
+		vcon_ctrl_push(pd);
 	spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
 }
 
@@ -864,6 +873,13 @@ static void vcon_console_exit(struct vcon_port *port)
 
 /* ---- character device ------------------------------------------------------ */
 
+/* Readers, writers and pollers wait here; SIGIO goes to fasync owners. */
+static void vcon_wake(struct vcon_port *port, int band)
+{
+	wake_up_interruptible(&port->waitqueue);
+	kill_fasync(&port->async_queue, SIGIO, band);
+}
+
 static bool vcon_read_blocks(struct vcon_port *port)
 {
 	unsigned long flags;
@@ -907,6 +923,30 @@ static bool vcon_nonblock(struct kiocb *iocb)
 	       (iocb->ki_flags & IOCB_NOWAIT);
 }
 
+/*
+ * Hand recycled buffers to the device and, once the reader has taken all
+ * it had, turn the queue's interrupt back on: a read that ends exactly at
+ * a buffer's end never asks the ring again, and without the interrupt the
+ * next data would come with no wake-up and no SIGIO.  Returns whether
+ * data is already waiting, which the caller signals in its place.
+ */
+static bool vcon_rx_rearm(struct vcon_port *port)
+{
+	unsigned long flags;
+	bool waiting = false;
+
+	spin_lock_irqsave(port->inbuf_lock, flags);
+	if (port->vqs_ready) {
+		virtqueue_kick(port->in_vq);
+		if (!port->inbuf && !virtqueue_enable_cb(port->in_vq)) {
+			virtqueue_disable_cb(port->in_vq);
+			waiting = true;
+		}
+	}
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
+	return waiting;
+}
+
 /* Copy received data out, across as many buffers as @to takes. */
 static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 {
@@ -942,12 +982,8 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 			break;
 		}
 	}
-	if (recycled) {
-		spin_lock_irqsave(port->inbuf_lock, flags);
-		if (port->vqs_ready)
-			virtqueue_kick(port->in_vq);
-		spin_unlock_irqrestore(port->inbuf_lock, flags);
-	}
+	if (recycled && vcon_rx_rearm(port))
+		vcon_wake(port, POLL_IN);
 	return done;
 }
 
@@ -1129,18 +1165,20 @@ static int vcon_release(struct inode *inode, struct file *filp)
 {
 	struct vcon_port *port = filp->private_data;
 	unsigned long flags;
-	bool unplugged;
 
 	vcon_fasync(-1, filp, 0);
+	/*
+	 * The host hears of the close while the port is still ours: the
+	 * PORT_OPEN 1 of the next opener cannot overtake this 0.
+	 */
+	if (!READ_ONCE(port->unplugged))
+		vcon_send_ctrl(port->vdev_priv, port->id,
+			       VIRTIO_CONSOLE_PORT_OPEN, 0);
 	spin_lock_irqsave(port->inbuf_lock, flags);
 	port->guest_connected = false;
-	unplugged = port->unplugged;
 	/* Data the next opener never asked for is dropped, as before. */
 	vcon_discard_rx(port);
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
-	if (!unplugged)
-		vcon_send_ctrl(port->vdev_priv, port->id,
-			       VIRTIO_CONSOLE_PORT_OPEN, 0);
 	spin_lock_irqsave(port->outvq_lock, flags);
 	if (port->vqs_ready)
 		vcon_tx_watch_all(port);
@@ -1191,12 +1229,6 @@ static const struct attribute_group *vcon_port_groups[] = {
 };
 
 /* ---- port add and remove ----------------------------------------------------- */
-
-static void vcon_wake(struct vcon_port *port, int band)
-{
-	wake_up_interruptible(&port->waitqueue);
-	kill_fasync(&port->async_queue, SIGIO, band);
-}
 
 static int vcon_add_port(struct vcon_device *pd, u32 id)
 {
@@ -1341,7 +1373,7 @@ static void vcon_remove_port(struct vcon_port *port)
 	 */
 	spin_lock_irqsave(port->inbuf_lock, flags);
 	spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
-	port->unplugged = true;
+	WRITE_ONCE(port->unplugged, true);
 	port->vqs_ready = false;
 	port->host_connected = false;
 	if (!pd->vqs_gone)
@@ -1350,6 +1382,12 @@ static void vcon_remove_port(struct vcon_port *port)
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
 
 	vcon_wake(port, POLL_HUP);
+	/*
+	 * An interrupt handler that found the port before it left the
+	 * table may still be about to poll its hvc: let it finish first.
+	 */
+	if (port->is_console)
+		virtio_synchronize_cbs(pd->vdev);
 	vcon_console_exit(port);
 	if (port->dev)
 		device_destroy(&vcon_class, MKDEV(pd->major, port->id));
@@ -1635,12 +1673,20 @@ out_free:
 static void vcon_drop_ctrl_buffers(struct vcon_device *pd)
 {
 	struct vcon_ctrl_msg *msg, *tmp;
+	unsigned long flags;
 	void *buf;
 
 	if (!pd->multiport)
 		return;
+	/*
+	 * Not every transport waits for running interrupt handlers at reset:
+	 * the queues' locks keep a late one off what is freed here.
+	 */
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
 	while ((buf = virtqueue_detach_unused_buf(pd->c_ivq)))
 		kfree(buf);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+	spin_lock_irqsave(&pd->c_ovq_lock, flags);
 	while ((buf = vcon_vq_get(pd->c_ovq)))
 		kfree(buf);
 	while ((buf = virtqueue_detach_unused_buf(pd->c_ovq)))
@@ -1650,6 +1696,7 @@ static void vcon_drop_ctrl_buffers(struct vcon_device *pd)
 		kfree(msg);
 	}
 	pd->ctrl_pending_nr = 0;
+	spin_unlock_irqrestore(&pd->c_ovq_lock, flags);
 }
 
 /* Whether config writes of @vdev's transport never sleep. */
@@ -1843,6 +1890,9 @@ static int vcon_freeze(struct virtio_device *vdev)
 	u32 id;
 
 	vcon_quiesce(pd);
+	/* A restore that failed left no queues behind. */
+	if (pd->vqs_gone)
+		return 0;
 
 	for (id = 0; id < pd->max_nr_ports; id++) {
 		port = vcon_port_get(pd, id);
@@ -1881,6 +1931,14 @@ static int vcon_restore(struct virtio_device *vdev)
 	if (ret)
 		return ret;
 	pd->vqs_gone = false;
+	if (pd->multiport) {
+		ret = vcon_fill_ctrl(pd);
+		if (ret)
+			return ret;
+	}
+	vcon_set_dead(pd, false);
+	/* Buffers may be queued before DRIVER_OK; kicks may not. */
+	virtio_device_ready(vdev);
 	for (id = 0; id < pd->max_nr_ports; id++) {
 		port = vcon_port_get(pd, id);
 		if (!port)
@@ -1893,15 +1951,13 @@ static int vcon_restore(struct virtio_device *vdev)
 		spin_unlock(port->outvq_lock);
 		spin_unlock_irqrestore(port->inbuf_lock, flags);
 		vcon_fill_rx(port);
+		/*
+		 * A writer that slept on a full ring through the freeze waits
+		 * for buffers that the reset took: the ring is empty now.
+		 */
+		wake_up_interruptible(&port->waitqueue);
 		vcon_port_put(port);
 	}
-	if (pd->multiport) {
-		ret = vcon_fill_ctrl(pd);
-		if (ret)
-			return ret;
-	}
-	vcon_set_dead(pd, false);
-	virtio_device_ready(vdev);
 	if (!pd->multiport)
 		return 0;
 	spin_lock_irq(&pd->c_ivq_lock);
