@@ -924,11 +924,22 @@ static bool vcon_nonblock(struct kiocb *iocb)
 }
 
 /*
+ * Whether someone waits for the port's next data without reading it:
+ * an fasync owner, or a poller that stays registered (epoll).  A reader
+ * looks at the ring itself on its next call.
+ */
+static bool vcon_rx_watched(struct vcon_port *port)
+{
+	return READ_ONCE(port->async_queue) || wq_has_sleeper(&port->waitqueue);
+}
+
+/*
  * Hand recycled buffers to the device and, once the reader has taken all
- * it had, turn the queue's interrupt back on: a read that ends exactly at
- * a buffer's end never asks the ring again, and without the interrupt the
- * next data would come with no wake-up and no SIGIO.  Returns whether
- * data is already waiting, which the caller signals in its place.
+ * it had and someone is watching, turn the queue's interrupt back on: a
+ * read that ends exactly at a buffer's end never asks the ring again, and
+ * without the interrupt the next data would come with no wake-up and no
+ * SIGIO.  Returns whether data is already waiting, which the caller then
+ * signals itself.
  */
 static bool vcon_rx_rearm(struct vcon_port *port)
 {
@@ -938,7 +949,8 @@ static bool vcon_rx_rearm(struct vcon_port *port)
 	spin_lock_irqsave(port->inbuf_lock, flags);
 	if (port->vqs_ready) {
 		virtqueue_kick(port->in_vq);
-		if (!port->inbuf && !virtqueue_enable_cb(port->in_vq)) {
+		if (!port->inbuf && vcon_rx_watched(port) &&
+		    !virtqueue_enable_cb(port->in_vq)) {
 			virtqueue_disable_cb(port->in_vq);
 			waiting = true;
 		}
