@@ -924,22 +924,15 @@ static bool vcon_nonblock(struct kiocb *iocb)
 }
 
 /*
- * Whether someone waits for the port's next data without reading it:
- * an fasync owner, or a poller that stays registered (epoll).  A reader
- * looks at the ring itself on its next call.
- */
-static bool vcon_rx_watched(struct vcon_port *port)
-{
-	return READ_ONCE(port->async_queue) || wq_has_sleeper(&port->waitqueue);
-}
-
-/*
- * Hand recycled buffers to the device and, once the reader has taken all
- * it had and someone is watching, turn the queue's interrupt back on: a
- * read that ends exactly at a buffer's end never asks the ring again, and
- * without the interrupt the next data would come with no wake-up and no
- * SIGIO.  Returns whether data is already waiting, which the caller then
- * signals itself.
+ * Hand recycled buffers to the device and, for a port that signals its
+ * data (O_ASYNC), turn the queue's interrupt back on once the reader has
+ * taken all it had: a read that ends exactly at a buffer's end never asks
+ * the ring again, and without the interrupt the next data would come with
+ * no SIGIO.  Returns whether data is already waiting, which the caller
+ * signals itself.  Readers and pollers look at the ring on their next
+ * call; turning the interrupt on for them after every read would cost an
+ * interrupt per buffer while a reader keeps up, and wake a writer asleep
+ * on the same port.
  */
 static bool vcon_rx_rearm(struct vcon_port *port)
 {
@@ -949,7 +942,7 @@ static bool vcon_rx_rearm(struct vcon_port *port)
 	spin_lock_irqsave(port->inbuf_lock, flags);
 	if (port->vqs_ready) {
 		virtqueue_kick(port->in_vq);
-		if (!port->inbuf && vcon_rx_watched(port) &&
+		if (!port->inbuf && READ_ONCE(port->async_queue) &&
 		    !virtqueue_enable_cb(port->in_vq)) {
 			virtqueue_disable_cb(port->in_vq);
 			waiting = true;
@@ -995,7 +988,7 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 		}
 	}
 	if (recycled && vcon_rx_rearm(port))
-		vcon_wake(port, POLL_IN);
+		kill_fasync(&port->async_queue, SIGIO, POLL_IN);
 	return done;
 }
 
