@@ -1597,17 +1597,9 @@ vhost_serial_guest_port(struct vhost_serial *vs, u32 id, u16 event)
 	return NULL;
 }
 
-static void vhost_serial_port_ready(struct vhost_serial_port *port, u16 value)
+/* What a guest learns of a port once it is ready, in QEMU's order. */
+static void vhost_serial_port_announce(struct vhost_serial_port *port)
 {
-	if (!value) {
-		vhost_serial_port_error(port);
-		pr_warn_ratelimited("guest failed to add port %u\n", port->id);
-		return;
-	}
-	if (port->guest_ready)
-		return;
-	port->guest_ready = true;
-	/* The order QEMU uses and Linux guests expect. */
 	if (port->console) {
 		vhost_serial_send(port->vs, port->id,
 				  VIRTIO_CONSOLE_CONSOLE_PORT, 1);
@@ -1619,6 +1611,26 @@ static void vhost_serial_port_ready(struct vhost_serial_port *port, u16 value)
 	if (port->host_open)
 		vhost_serial_send(port->vs, port->id, VIRTIO_CONSOLE_PORT_OPEN,
 				  1);
+}
+
+static void vhost_serial_port_ready(struct vhost_serial_port *port, u16 value)
+{
+	if (!value) {
+		vhost_serial_port_error(port);
+		pr_warn_ratelimited("guest failed to add port %u\n", port->id);
+		return;
+	}
+	/*
+	 * Asked again: Linux's in-tree driver forgets the host's side at
+	 * freeze and sends PORT_READY at restore to learn it anew, as QEMU's
+	 * device answers every PORT_READY.
+	 */
+	if (port->guest_ready) {
+		vhost_serial_port_announce(port);
+		return;
+	}
+	port->guest_ready = true;
+	vhost_serial_port_announce(port);
 	vhost_serial_port_notify(port);
 }
 

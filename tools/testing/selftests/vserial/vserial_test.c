@@ -372,6 +372,31 @@ TEST_F(vserial, device_ready_again_starts_the_guest_over)
 	ASSERT_EQ(0, quick_transfer(&self->d, 1));
 }
 
+/*
+ * Linux's in-tree driver forgets the host's side of its ports at freeze
+ * and sends PORT_READY again at restore: the answer must tell it again.
+ */
+TEST_F(vserial, port_ready_again_announces_the_port_again)
+{
+	struct host_end h = { -1, -1, -1, -1 };
+	struct vhost_serial_port_state st;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	ASSERT_EQ(0, make_socket_end(&h));
+	ASSERT_EQ(0, attach(&self->d, 1, &h));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 1, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_READY);
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+	host_end_close(&h);
+}
+
 TEST_F(vserial, hot_add_and_remove_while_data_flows)
 {
 	struct host_end h = { -1, -1, -1, -1 };
