@@ -102,6 +102,12 @@ extract_vmlinux() {
 	return 1
 }
 
+# Gives the cache of series $1 in $2 its vmlinux, once.
+cache_vmlinux() {
+	[ -f "$2/vmlinux" ] || extract_vmlinux "$2/vmlinuz" "$2/vmlinux" ||
+		log "$1: no PVH kernel in vmlinuz; VMs boot the bzImage"
+}
+
 setup_series() {
 	local series=$1 meta rel srcver imgver hdrver dir tarball files_key
 
@@ -138,8 +144,7 @@ setup_series() {
 	   grep -qx "FILES=$files_key" "$dir/env" &&
 	   [ "$(pkg_installed_version "linux-headers-$rel")" = "$imgver" ]; then
 		log "$series: $rel ($imgver) cached"
-		[ -f "$dir/vmlinux" ] || extract_vmlinux "$dir/vmlinuz" "$dir/vmlinux" ||
-			log "$series: no PVH kernel in vmlinuz; VMs boot the bzImage"
+		cache_vmlinux "$series" "$dir"
 		return
 	fi
 
@@ -166,8 +171,7 @@ setup_series() {
 	rm -rf "$dir/pkg"
 	cp "$dir/root/boot/vmlinuz-$rel" "$dir/vmlinuz"
 	cp "$dir/root/boot/config-$rel" "$dir/config"
-	extract_vmlinux "$dir/vmlinuz" "$dir/vmlinux" ||
-		log "$series: no PVH kernel in vmlinuz; VMs boot the bzImage"
+	cache_vmlinux "$series" "$dir"
 	mv "$dir/root/lib/modules/$rel" "$dir/modules"
 	rm -rf "$dir/root"
 
