@@ -62,7 +62,6 @@ write_l2_init() {
 	cat >"$1" <<'EOT'
 #!/bin/busybox sh
 # The demo's guest: the project's virtio_console, two named ports.
-/bin/busybox --install -s
 export PATH=/bin:/sbin
 mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
@@ -169,7 +168,7 @@ vhost_demo() {
 	work=$(mktemp -d /var/tmp/vhost-serial-demo.XXXXXX)
 	trap cleanup EXIT
 	mkdir -p "$work"/l2/{bin,sbin,dev,proc,sys,tmp}
-	cp "$BUSYBOX" "$work/l2/bin/busybox"
+	vm_install_busybox "$BUSYBOX" "$work/l2"
 	cp "build/$KERNEL/virtio_console.ko" "$work/l2/"
 	write_l2_init "$work/l2/init"
 	(cd "$work/l2" && find . | cpio -o -H newc -R 0:0 --quiet) >"$work/guest.cpio"

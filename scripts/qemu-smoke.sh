@@ -52,7 +52,6 @@ write_l2_init() {
 	cat >"$1" <<'EOT'
 #!/bin/busybox sh
 # L2 of scripts/qemu-smoke.sh: the in-tree virtio_console against vhost=on.
-/bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
@@ -348,7 +347,7 @@ main() {
 	work=$(mktemp -d /var/tmp/vhost-serial-qemu-smoke.XXXXXX)
 	trap cleanup EXIT
 	mkdir -p "$work"/l2/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp}
-	cp "$BUSYBOX" "$work/l2/bin/busybox"
+	vm_install_busybox "$BUSYBOX" "$work/l2"
 	case $GUEST_DRIVER in
 	intree) l2_append=$(vm_lean_cmdline) ;;
 	project)

@@ -31,7 +31,7 @@ readonly PROG=${0##*/}
 readonly CACHE=${VSERIAL_CACHE:-/var/cache/vhost-serial}
 readonly QEMU=${QEMU:-qemu-system-x86_64}
 readonly BUSYBOX=${BUSYBOX:-/bin/busybox}
-readonly LOCK=/tmp/vhost-serial-vmtest.lock
+readonly LOCK=${VMTEST_LOCK:-/tmp/vhost-serial-vmtest.lock}
 readonly DEFAULT_TIMEOUT=1800
 readonly L1_MEM=3G
 # With what they depend on; virtio_pci is a module on 6.1 only.
@@ -110,7 +110,7 @@ build_initramfs() {
 	root=$tmpdir/root
 	modules=()
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,host,lib/modules,etc}
-	cp "$BUSYBOX" "$root/bin/busybox"
+	vm_install_busybox "$BUSYBOX" "$root"
 	for m in $MODULES_WANTED; do
 		add_kernel_module "$m"
 	done
@@ -129,7 +129,6 @@ write_init() {
 #!/bin/busybox sh
 # SPDX-License-Identifier: GPL-2.0
 # Written by e2e_vmtest.sh: modules, the shared root, the scenario.
-/bin/busybox --install -s
 export PATH=/bin:/sbin
 . /etc/e2e.conf
 

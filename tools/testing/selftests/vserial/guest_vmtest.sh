@@ -20,7 +20,10 @@
 #
 #   === GROUP <group> <series> <driver>   start of a group's section
 #   === BOOT-RETRY <group> ...            a VM that died before its /init
-#                                          ran (booted once more)
+#                                          ran (booted again, up to three
+#                                          boots in all)
+#   VMTEST-BOOTED <release> group <group> driver <driver> uptime <s>
+#   VMTEST-LOADED <modules> uptime <s>     driver loaded, ports there
 #   VMTEST-BEGIN vserial_guest@<group>
 #   ... TAP (BENCH lines: throughput, not asserted) ...
 #   VMTEST-END vserial_guest@<group> rc=<exit code>
@@ -37,7 +40,9 @@
 # VMTEST_QEMU_ARGS (words) and VMTEST_APPEND (kernel command line) add to
 # what each VM is started with; VMTEST_KSYMS=1 has the guest print the text
 # symbols of its kernel and modules, between KSYMS-BEGIN and KSYMS-END, once
-# the driver is loaded.  scripts/profile.sh uses them.
+# the driver is loaded.  scripts/profile.sh uses them.  VMTEST_BOOTLOG=1
+# boots with initcall_debug and has the guest print its whole kernel log
+# before it powers off (BOOTLOG| lines): where a slow boot spends its time.
 #
 # Exit status: 0 when every group's VM finished, the test program exited 0
 # and the kernel log stayed clean; 1 when a test or a VM failed; 2 on a
@@ -270,7 +275,6 @@ write_init() {
 # SPDX-License-Identifier: GPL-2.0
 # Written by guest_vmtest.sh: load the driver, run the guest tests, report.
 
-/bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 . /etc/guest.conf
 
@@ -312,6 +316,10 @@ load_driver() {
 	done
 }
 
+uptime_s() {
+	cut -d' ' -f1 /proc/uptime
+}
+
 count_bad_klog() {
 	dmesg | grep -cE "$BAD_KLOG"
 }
@@ -347,9 +355,9 @@ main() {
 		esac
 	done
 	[ -n "$group" ] || fatal "no vserial.group= on the kernel command line"
-	echo "VMTEST-BOOTED $(uname -r) group $group driver $DRIVER"
+	echo "VMTEST-BOOTED $(uname -r) group $group driver $DRIVER uptime $(uptime_s)"
 	load_driver
-	echo "VMTEST-LOADED ${MODULES:-built-in}"
+	echo "VMTEST-LOADED ${MODULES:-built-in} uptime $(uptime_s)"
 	if [ "$KSYMS" = 1 ]; then
 		echo KSYMS-BEGIN
 		grep -E '^[0-9a-f]+ [tT] ' /proc/kallsyms
@@ -372,7 +380,8 @@ main() {
 	kill $relay 2>/dev/null
 	echo "VMTEST-KLOG bad=$(count_bad_klog)"
 	dmesg | grep -E "$BAD_KLOG" | sed 's/^/VMTEST-KLOG| /'
-	echo "VMTEST-UPTIME $(cut -d' ' -f1 /proc/uptime)"
+	echo "VMTEST-UPTIME $(uptime_s)"
+	[ "$BOOTLOG" = 1 ] && dmesg | sed 's/^/BOOTLOG| /'
 	echo "VMTEST-DONE"
 	power_off
 }
@@ -409,8 +418,7 @@ build_initramfs() {
 	root=$tmpdir/root
 	modules=()
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,etc,lib/modules,tests}
-	cp "$BUSYBOX" "$root/bin/busybox"
-	ln -s busybox "$root/bin/sh"
+	vm_install_busybox "$BUSYBOX" "$root"
 	mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || true
 
 	for name in $TRANSPORT_MODULES; do
@@ -435,7 +443,7 @@ build_initramfs() {
 			add_kernel_module "$name"
 		done
 	done
-	cp "$binary" "$root/tests/vserial_guest"
+	vm_copy_stripped "$binary" "$root/tests/vserial_guest"
 	for g in "${groups[@]}"; do
 		if "$binary" --group-info "$g" | grep -q '^fixtures=.*\bhotplug\b'; then
 			add_udev
@@ -453,6 +461,7 @@ BAD_KLOG='$BAD_KLOG'
 GUEST_OPTS="$guest_opts"
 HARNESS_ARGS="${harness_args[*]}"
 KSYMS=${VMTEST_KSYMS:-0}
+BOOTLOG=${VMTEST_BOOTLOG:-0}
 EOT
 	write_init "$root/init"
 	(cd "$root" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) \
@@ -528,6 +537,7 @@ run_group_vm() {
 	# which must stay ttyS0 for TAP.
 	cmdline="$gcmdline $CMDLINE_BASE vserial.group=$group"
 	cmdline+=" $(vm_lean_cmdline ${extra_initcalls:+"$extra_initcalls"})$extra_cmdline"
+	[ "${VMTEST_BOOTLOG:-0}" = 1 ] && cmdline+=" initcall_debug log_buf_len=4M"
 	cmdline+="${VMTEST_APPEND:+ $VMTEST_APPEND}"
 
 	take_vm_lock
@@ -555,16 +565,30 @@ run_group_vm() {
 	return $rc
 }
 
-# Keeps the failed boot of group $1 in the combined log and says so.
+# Keeps the failed boot of group $1 (serial log $2, QEMU's status $3) in
+# the combined log and says so.
 retry_boot() {
-	local group=$1 glog=$2
+	local group=$1 glog=$2 qrc=$3
 
-	log "group $group: the VM died before its init ran; booting it once more"
+	log "group $group: the VM died before its init ran (QEMU status $qrc); booting it once more"
 	{
 		echo "=== BOOT-RETRY $group $series $driver"
 		tr -d '\r' <"$glog" 2>/dev/null | tail -n 60
 	} >>"$logfile"
 	rm -f "$tmpdir/qemu.pid"
+}
+
+# Where the guest's boot time went, from serial log $1: its uptime when
+# /init ran and when the driver's ports were there (the rest of the VM's
+# seconds are QEMU's start and the firmware before it, and the tests after).
+boot_times() {
+	local booted loaded
+
+	booted=$(sed -n 's/^VMTEST-BOOTED .* uptime \([0-9.]*\)$/\1/p' "$1" | tail -n1)
+	loaded=$(sed -n 's/^VMTEST-LOADED .* uptime \([0-9.]*\)$/\1/p' "$1" | tail -n1)
+	[ -n "$booted" ] || return 0
+	printf '; guest uptime at /init %ss' "$booted"
+	[ -z "$loaded" ] || printf ', driver ready %ss' "$loaded"
 }
 
 # Appends group $1's serial log $2 and host log to the combined log;
@@ -593,7 +617,7 @@ evaluate_group() {
 	rc=$(sed -n "s/^VMTEST-END $name rc=\([0-9]*\).*/\1/p" "$clean" | tail -n1)
 	bad=$(sed -n 's/^VMTEST-KLOG bad=\([0-9]*\).*/\1/p' "$clean" | tail -n1)
 
-	log "group $group: $ok passed, $notok failed, $skip skipped (VM ${secs}s)"
+	log "group $group: $ok passed, $notok failed, $skip skipped (VM ${secs}s$(boot_times "$clean"))"
 	grep '^not ok ' "$clean" | sed 's/^/  /' || true
 	grep '^BENCH ' "$clean" | sed "s|^|  $series $(driver_label): |" || true
 	if grep -q 'VMTEST-FATAL' "$clean"; then
@@ -621,7 +645,7 @@ evaluate_group() {
 }
 
 main() {
-	local g glog qrc
+	local g glog qrc tries
 
 	parse_args "$@"
 	check_tools
@@ -643,11 +667,13 @@ main() {
 		qrc=0
 		vm_secs=0
 		run_group_vm "$g" "$glog" || qrc=$?
-		if vm_boot_failed "$glog"; then
-			retry_boot "$g" "$glog"
+		tries=1
+		while vm_boot_failed "$glog" && [ $tries -lt $VM_BOOT_TRIES ]; do
+			retry_boot "$g" "$glog" "$qrc"
 			qrc=0
 			run_group_vm "$g" "$glog" || qrc=$?
-		fi
+			tries=$((tries + 1))
+		done
 		if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 			log "group $g: the VM timed out after $((timeout + BOOT_MARGIN))s"
 		fi

@@ -253,7 +253,6 @@ write_init() {
 # SPDX-License-Identifier: GPL-2.0
 # Written by vmtest.sh: load the modules, run the tests, report, power off.
 
-/bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 . /etc/vmtest.conf
 
@@ -409,8 +408,7 @@ build_initramfs() {
 	local root=$tmpdir/root deps=() m t e names=""
 
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,etc,lib/modules,tests}
-	cp "$BUSYBOX" "$root/bin/busybox"
-	ln -s busybox "$root/bin/sh"
+	vm_install_busybox "$BUSYBOX" "$root"
 	# Harmless if it fails (not root): /init reopens its console on devtmpfs.
 	mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || true
 
@@ -558,7 +556,7 @@ evaluate() {
 }
 
 main() {
-	local start elapsed uptime
+	local start elapsed uptime tries
 
 	parse_args "$@"
 	check_tools
@@ -576,12 +574,14 @@ main() {
 	take_vm_lock
 	start=$(date +%s)
 	run_vm
-	if vm_boot_failed "$logfile"; then
-		log "the VM died before its init ran; booting it once more"
+	tries=1
+	while vm_boot_failed "$logfile" && [ $tries -lt $VM_BOOT_TRIES ]; do
+		log "the VM died before its init ran (QEMU status $qemu_rc); booting it once more"
 		mv "$logfile" "$logfile.boot-failed"
 		qemu_rc=0
 		run_vm
-	fi
+		tries=$((tries + 1))
+	done
 	elapsed=$(($(date +%s) - start))
 	[ -f "$logfile" ] || die "QEMU wrote no log (status $qemu_rc)"
 	clean_log
