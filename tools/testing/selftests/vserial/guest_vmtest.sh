@@ -573,7 +573,7 @@ retry_boot() {
 	log "group $group: the VM died before its init ran (QEMU status $qrc); booting it once more"
 	{
 		echo "=== BOOT-RETRY $group $series $driver"
-		tr -d '\r' <"$glog" 2>/dev/null | tail -n 60
+		tr -d '\r' 2>/dev/null <"$glog" | tail -n 60 || true
 	} >>"$logfile"
 	rm -f "$tmpdir/qemu.pid"
 }
@@ -668,7 +668,8 @@ main() {
 		vm_secs=0
 		run_group_vm "$g" "$glog" || qrc=$?
 		tries=1
-		while vm_boot_failed "$glog" && [ $tries -lt $VM_BOOT_TRIES ]; do
+		while [ $tries -lt $VM_BOOT_TRIES ] &&
+		      vm_boot_retryable "$glog" "$qrc"; do
 			retry_boot "$g" "$glog" "$qrc"
 			qrc=0
 			run_group_vm "$g" "$glog" || qrc=$?

@@ -575,9 +575,10 @@ main() {
 	start=$(date +%s)
 	run_vm
 	tries=1
-	while vm_boot_failed "$logfile" && [ $tries -lt $VM_BOOT_TRIES ]; do
+	while [ $tries -lt $VM_BOOT_TRIES ] &&
+	      vm_boot_retryable "$logfile" "$qemu_rc"; do
 		log "the VM died before its init ran (QEMU status $qemu_rc); booting it once more"
-		mv "$logfile" "$logfile.boot-failed"
+		[ ! -f "$logfile" ] || mv "$logfile" "$logfile.boot-failed"
 		qemu_rc=0
 		run_vm
 		tries=$((tries + 1))
