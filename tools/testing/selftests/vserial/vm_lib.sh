@@ -97,8 +97,9 @@ copy_kernel_module() {
 
 # Copies ELF file $1 to $2 without its debugging sections (this project's
 # modules and test programs carry them: 690 KiB of a module's 790 KiB).
-# A guest unpacks its initramfs byte by byte: under nested TCG 4.6 MiB took
-# 6-11 s of an L2's boot.  Symbols stay, for /proc/kallsyms and backtraces.
+# Every byte of an initramfs is unpacked by the emulated guest: under
+# nested TCG 4.6 MiB took 6-11 s of an L2's boot (alongside other initcalls
+# on its one vCPU).  Symbols stay, for /proc/kallsyms and backtraces.
 vm_copy_stripped() {
 	objcopy --strip-debug "$1" "$2" 2>/dev/null || cp "$1" "$2"
 }
