@@ -140,8 +140,12 @@ add_kernel_module() {
 # 1 in 2 nested on a 6.1 host): QEMU itself dies of SIGSEGV while a vCPU
 # delivers an interrupt, in the page walk, on a memory map that another
 # thread has just replaced (memory_region_get_iommu() on a freed region,
-# under address_space_translate_for_iotlb()).  No driver or module of this
-# project has run by then.  A runner boots such a VM again, up to
+# under address_space_translate_for_iotlb()).  Rarer, the guest kernel
+# oopses on an int3 in code it is patching (text_poke_bp() at boot; seen
+# once in a 2-vCPU one-level guest), which multi-threaded TCG does not make
+# look atomic to the other vCPU; with panic=-1 and -no-reboot QEMU then
+# exits 0.  No driver or module of this project has run by then (the
+# guest's /init loads them).  A runner boots such a VM again, up to
 # VM_BOOT_TRIES times in all.  grep reads the whole log (-c, not -q):
 # stopping at the first match would end tr with SIGPIPE on a long log, and
 # pipefail would call that a failed boot.
