@@ -13,6 +13,8 @@
 #
 # Lines of L1 read back from LOGFILE:
 #   E2E-READY <release>        modules loaded, root shared, scenario starts
+#                              (an L1 that died before it, with no
+#                              E2E-FATAL, is booted again: vm_lib.sh)
 #   E2E-FATAL <reason>         set-up failed in L1
 #   E2E-END rc=<code>          the scenario's exit status
 #   E2E-KLOG bad=<count>       Oops/WARNING/BUG lines in L1's kernel log
@@ -224,7 +226,7 @@ report() {
 }
 
 main() {
-	local start
+	local start qrc tries
 
 	parse_args "$@"
 	check_kernel
@@ -234,7 +236,17 @@ main() {
 	mkdir -p "$(dirname "$logfile")"
 	start=$SECONDS
 	echo "$PROG: booting L1 $release, timeout ${timeout}s"
-	run_vm || true
+	qrc=0
+	run_vm || qrc=$?
+	tries=1
+	while [ $tries -lt $VM_BOOT_TRIES ] &&
+	      vm_boot_retryable "$logfile" "$qrc" 'E2E-\(READY\|FATAL\)'; do
+		echo "$PROG: L1 died before its scenario started (QEMU status $qrc); booting it once more"
+		[ ! -f "$logfile" ] || mv "$logfile" "$logfile.boot-failed"
+		qrc=0
+		run_vm || qrc=$?
+		tries=$((tries + 1))
+	done
 	echo "$PROG: L1 ran $((SECONDS - start))s"
 	report || exit 1
 	echo "$PROG: PASS"

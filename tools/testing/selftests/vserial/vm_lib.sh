@@ -152,18 +152,19 @@ add_kernel_module() {
 readonly VM_BOOT_TRIES=3
 
 vm_boot_failed() {
-	! tr -d '\r' 2>/dev/null <"$1" | grep -c '^VMTEST-BOOTED ' >/dev/null
+	! tr -d '\r' 2>/dev/null <"$1" | grep -c "^${2:-VMTEST-BOOTED }" >/dev/null
 }
 
 # Whether a VM with serial log $1 and QEMU exit status $2 is worth booting
-# again: it died before its /init, and QEMU either crashed (killed by
-# SIGILL, SIGABRT, SIGBUS, SIGFPE or SIGSEGV, through timeout(1)) or ended
-# normally because the guest did (a panic or triple fault under
-# -no-reboot).  A QEMU that refused its command line (status 1) or a
+# again: it died before its /init (before a line matching $3, a basic
+# regular expression, when given; else VMTEST-BOOTED), and QEMU either
+# crashed (killed by SIGILL, SIGABRT, SIGBUS, SIGFPE or SIGSEGV, through
+# timeout(1)) or ended normally because the guest did (a panic or triple
+# fault under -no-reboot).  A QEMU that refused its command line (status 1) or a
 # timeout (124, 137) would only do the same again.
 vm_boot_retryable() {
 	case $2 in
-	0 | 132 | 134 | 135 | 136 | 139) vm_boot_failed "$1" ;;
+	0 | 132 | 134 | 135 | 136 | 139) vm_boot_failed "$1" "${3:-}" ;;
 	*) return 1 ;;
 	esac
 }
