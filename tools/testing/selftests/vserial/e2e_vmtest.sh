@@ -179,6 +179,7 @@ EOT
 	chmod +x "$1"
 }
 
+# shellcheck disable=SC2317 # run by vm_boot
 run_vm() {
 	local rc=0 cmdline="console=ttyS0 panic=-1 quiet loglevel=4"
 
@@ -206,6 +207,13 @@ run_vm() {
 	return $rc
 }
 
+# The KEEP of vm_boot: L1 died before its scenario started.
+# shellcheck disable=SC2317 # run by vm_boot
+keep_failed_boot() {
+	echo "$PROG: L1 died before its scenario started (QEMU status $2); booting it once more"
+	[ ! -f "$1" ] || mv "$1" "$1.boot-failed"
+}
+
 report() {
 	local rc
 
@@ -226,7 +234,7 @@ report() {
 }
 
 main() {
-	local start qrc tries
+	local start qrc=0
 
 	parse_args "$@"
 	check_kernel
@@ -236,18 +244,9 @@ main() {
 	mkdir -p "$(dirname "$logfile")"
 	start=$SECONDS
 	echo "$PROG: booting L1 $release, timeout ${timeout}s"
-	qrc=0
-	run_vm || qrc=$?
-	tries=1
-	while [ $tries -lt $VM_BOOT_TRIES ] &&
-	      vm_boot_retryable "$logfile" "$qrc" 'E2E-\(READY\|FATAL\)'; do
-		echo "$PROG: L1 died before its scenario started (QEMU status $qrc); booting it once more"
-		[ ! -f "$logfile" ] || mv "$logfile" "$logfile.boot-failed"
-		qrc=0
-		run_vm || qrc=$?
-		tries=$((tries + 1))
-	done
-	echo "$PROG: L1 ran $((SECONDS - start))s"
+	vm_boot "$logfile" 'E2E-\(READY\|FATAL\)' keep_failed_boot run_vm ||
+		qrc=$?
+	echo "$PROG: L1 ran $((SECONDS - start))s (QEMU status $qrc)"
 	report || exit 1
 	echo "$PROG: PASS"
 }

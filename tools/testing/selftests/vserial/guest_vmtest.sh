@@ -47,6 +47,8 @@
 # Exit status: 0 when every group's VM finished, the test program exited 0
 # and the kernel log stayed clean; 1 when a test or a VM failed; 2 on a
 # usage or set-up error.
+
+# shellcheck disable=SC2317 # the VM functions run through vm_boot
 set -euo pipefail
 
 # shellcheck source=vm_lib.sh
@@ -481,7 +483,7 @@ take_vm_lock() {
 		log "waiting for the VM of another run to finish (lock $LOCKFILE)"
 		flock -w "$LOCK_WAIT" "$lockfd" &
 		pid=$!
-		wait $pid || die "another VM held $LOCKFILE for more than ${LOCK_WAIT}s"
+		wait "$pid" || die "another VM held $LOCKFILE for more than ${LOCK_WAIT}s"
 	fi
 }
 
@@ -500,7 +502,7 @@ start_host() {
 	while [ ! -S "$dir/ctl.sock" ]; do
 		kill -0 "$host_pid" 2>/dev/null ||
 			die "the host program exited at once: $(tail -n 3 "$dir/host.log")"
-		[ $i -ge $((HOST_START_WAIT * 10)) ] &&
+		[ "$i" -ge $((HOST_START_WAIT * 10)) ] &&
 			die "the host program did not listen within ${HOST_START_WAIT}s"
 		sleep 0.1
 		i=$((i + 1))
@@ -512,7 +514,7 @@ end_host() {
 	local i=0
 
 	while [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; do
-		if [ $i -ge $((HOST_END_WAIT * 10)) ]; then
+		if [ "$i" -ge $((HOST_END_WAIT * 10)) ]; then
 			log "the host program did not end; stopping it"
 			break
 		fi
@@ -558,18 +560,19 @@ run_group_vm() {
 		-kernel "$(vm_kernel_image)" -initrd "$tmpdir/initramfs.cpio" \
 		-append "$cmdline" </dev/null &
 	pid=$!
-	wait $pid || rc=$?
+	wait "$pid" || rc=$?
 	vm_secs=$(($(date +%s) - start))
 	end_host
 	release_vm_lock
-	return $rc
+	return "$rc"
 }
 
-# Keeps the failed boot of group $1 (serial log $2, QEMU's status $3) in
-# the combined log and says so.
-retry_boot() {
-	local group=$1 glog=$2 qrc=$3
+# The KEEP of vm_boot: the failed boot of a group (serial log $1,
+# $tmpdir/GROUP.serial; QEMU's status $2) goes to the combined log.
+keep_failed_boot() {
+	local glog=$1 qrc=$2 group
 
+	group=$(basename "$glog" .serial)
 	log "group $group: the VM died before its init ran (QEMU status $qrc); booting it once more"
 	{
 		echo "=== BOOT-RETRY $group $series $driver"
@@ -645,7 +648,7 @@ evaluate_group() {
 }
 
 main() {
-	local g glog qrc tries
+	local g glog qrc
 
 	parse_args "$@"
 	check_tools
@@ -666,15 +669,8 @@ main() {
 		glog=$tmpdir/$g.serial
 		qrc=0
 		vm_secs=0
-		run_group_vm "$g" "$glog" || qrc=$?
-		tries=1
-		while [ $tries -lt $VM_BOOT_TRIES ] &&
-		      vm_boot_retryable "$glog" "$qrc"; do
-			retry_boot "$g" "$glog" "$qrc"
-			qrc=0
-			run_group_vm "$g" "$glog" || qrc=$?
-			tries=$((tries + 1))
-		done
+		vm_boot "$glog" "" keep_failed_boot run_group_vm "$g" "$glog" ||
+			qrc=$?
 		if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 			log "group $g: the VM timed out after $((timeout + BOOT_MARGIN))s"
 		fi

@@ -169,6 +169,35 @@ vm_boot_retryable() {
 	esac
 }
 
+# vm_boot LOG MARKER KEEP BOOT [ARG...]: boots a VM by running BOOT ARG...
+# (which writes the serial log LOG and returns QEMU's status), and boots it
+# again while vm_boot_retryable LOG STATUS MARKER says so, up to
+# VM_BOOT_TRIES boots in all.  Before each new boot, KEEP LOG STATUS keeps
+# what the failed one left and says why it boots again.  Returns QEMU's
+# status of the last boot.
+vm_boot() {
+	local log=$1 marker=$2 keep=$3 tries=1 rc=0
+
+	shift 3
+	"$@" || rc=$?
+	while [ $tries -lt $VM_BOOT_TRIES ] &&
+	      vm_boot_retryable "$log" "$rc" "$marker"; do
+		"$keep" "$log" "$rc"
+		rc=0
+		"$@" || rc=$?
+		tries=$((tries + 1))
+	done
+	return $rc
+}
+
+# vm_keep_failed_boot LOG STATUS: the KEEP of vm_boot for a runner with one
+# serial log: it moves to LOG.boot-failed.
+# shellcheck disable=SC2317 # run by vm_boot
+vm_keep_failed_boot() {
+	echo "$PROG: the VM died before its init ran (QEMU status $2); booting it once more"
+	[ ! -f "$1" ] || mv "$1" "$1.boot-failed"
+}
+
 # The CPU model of the test VMs under TCG: -cpu max where QEMU $1 offers it,
 # without the fast-string flags (ERMS, FSRM and, where QEMU knows them, FZRM,
 # FSRS, FSRC).  With them a guest kernel copies and clears with "rep movsb"

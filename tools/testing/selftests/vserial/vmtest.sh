@@ -459,8 +459,9 @@ take_vm_lock() {
 
 # Runs QEMU in the background and waits for it, so that a signal to this
 # script ends the wait at once and cleanup() can stop the VM.
+# shellcheck disable=SC2317 # run by vm_boot
 run_vm() {
-	local pid
+	local pid rc=0
 
 	rm -f "$logfile"
 	log "booting $release ($series), timeout ${timeout}s, ${prog_timeout}s per program"
@@ -474,7 +475,8 @@ run_vm() {
 		${VMTEST_QEMU_ARGS:-} \
 		-append "$CMDLINE${VMTEST_APPEND:+ $VMTEST_APPEND}" </dev/null &
 	pid=$!
-	wait $pid || qemu_rc=$?
+	wait "$pid" || rc=$?
+	return "$rc"
 }
 
 # The serial log without carriage returns.
@@ -556,7 +558,7 @@ evaluate() {
 }
 
 main() {
-	local start elapsed uptime tries
+	local start elapsed uptime
 
 	parse_args "$@"
 	check_tools
@@ -573,16 +575,7 @@ main() {
 	build_initramfs
 	take_vm_lock
 	start=$(date +%s)
-	run_vm
-	tries=1
-	while [ $tries -lt $VM_BOOT_TRIES ] &&
-	      vm_boot_retryable "$logfile" "$qemu_rc"; do
-		log "the VM died before its init ran (QEMU status $qemu_rc); booting it once more"
-		[ ! -f "$logfile" ] || mv "$logfile" "$logfile.boot-failed"
-		qemu_rc=0
-		run_vm
-		tries=$((tries + 1))
-	done
+	vm_boot "$logfile" "" vm_keep_failed_boot run_vm || qemu_rc=$?
 	elapsed=$(($(date +%s) - start))
 	[ -f "$logfile" ] || die "QEMU wrote no log (status $qemu_rc)"
 	clean_log
