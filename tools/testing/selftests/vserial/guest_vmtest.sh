@@ -272,7 +272,8 @@ check_driver() {
 # The /init of the VM; its settings come from /etc/guest.conf and the group
 # from vserial.group= on the kernel command line.
 write_init() {
-	cat >"$1" <<'EOT'
+	{
+		cat <<'EOT'
 #!/bin/busybox sh
 # SPDX-License-Identifier: GPL-2.0
 # Written by guest_vmtest.sh: load the driver, run the guest tests, report.
@@ -280,29 +281,9 @@ write_init() {
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 . /etc/guest.conf
 
-power_off() {
-	sync
-	poweroff -f
-	echo o >/proc/sysrq-trigger
-	sleep 30
-}
-
-fatal() {
-	echo "VMTEST-FATAL $*"
-	dmesg | tail -n 20 | sed 's/^/VMTEST-KLOG| /'
-	power_off
-}
-
-mount_filesystems() {
-	mount -t devtmpfs devtmpfs /dev || return 1
-	exec </dev/console >/dev/console 2>&1
-	mount -t proc proc /proc &&
-	mount -t sysfs sysfs /sys &&
-	mount -t tmpfs tmpfs /tmp || return 1
-	# Optional: the in-tree driver's per-port state, for diagnostics.
-	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-	return 0
-}
+EOT
+		vm_init_lib
+		cat <<'EOT'
 
 load_driver() {
 	local m i=0
@@ -318,37 +299,8 @@ load_driver() {
 	done
 }
 
-uptime_s() {
-	cut -d' ' -f1 /proc/uptime
-}
-
-count_bad_klog() {
-	dmesg | grep -cE "$BAD_KLOG"
-}
-
-# Kernel messages of level warning or worse, relayed whole lines at a time
-# from the record after the marker on (see vmtest.sh).
-KMSG_MARK=VMTEST-RELAY-START
-# shellcheck disable=SC2016
-KMSG_RELAY='
-	/^[0-9]+,/ {
-		text = substr($0, index($0, ";") + 1)
-		if (!started) {
-			started = (text == mark)
-			next
-		}
-		split($0, h, ",")
-		show = (h[1] % 8 <= 4)
-		if (show) {
-			print "VMTEST-KMSG| " text
-			fflush()
-		}
-		next
-	}
-	show { print "VMTEST-KMSG| " $0; fflush() }'
-
 main() {
-	local group="" arg relay rc name
+	local group="" arg rc name
 
 	mount_filesystems || fatal "cannot mount the pseudo file systems"
 	for arg in $(cat /proc/cmdline); do
@@ -365,10 +317,7 @@ main() {
 		grep -E '^[0-9a-f]+ [tT] ' /proc/kallsyms
 		echo KSYMS-END
 	fi
-	dmesg -n 1
-	awk -v mark="$KMSG_MARK" "$KMSG_RELAY" /dev/kmsg &
-	relay=$!
-	echo "$KMSG_MARK" >/dev/kmsg
+	relay_start
 	name=vserial_guest@$group
 	echo "VMTEST-BEGIN $name"
 	# shellcheck disable=SC2086 # option lists
@@ -378,8 +327,7 @@ main() {
 	rc=$?
 	[ $rc -eq 143 ] || [ $rc -eq 137 ] && echo "VMTEST-TIMEOUT $name $PROG_TIMEOUT"
 	echo "VMTEST-END $name rc=$rc"
-	usleep 200000
-	kill $relay 2>/dev/null
+	relay_stop
 	echo "VMTEST-KLOG bad=$(count_bad_klog)"
 	dmesg | grep -E "$BAD_KLOG" | sed 's/^/VMTEST-KLOG| /'
 	echo "VMTEST-UPTIME $(uptime_s)"
@@ -390,6 +338,7 @@ main() {
 
 main
 EOT
+	} >"$1"
 	chmod 755 "$1"
 }
 

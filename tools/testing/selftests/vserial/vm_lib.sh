@@ -198,6 +198,95 @@ vm_keep_failed_boot() {
 	[ ! -f "$1" ] || mv "$1" "$1.boot-failed"
 }
 
+# The shell functions both runners' guest /init scripts share (busybox sh),
+# printed to be written into them:
+#   power_off, fatal MSG     sync and power off; VMTEST-FATAL and the last
+#                            kernel messages first
+#   mount_filesystems        /dev (and the console on it), /proc, /sys, /tmp;
+#                            debugfs where the kernel has it
+#   uptime_s                 seconds since boot, read without a fork (each
+#                            fork and exec costs a nested guest 0.1-0.2 s)
+#   count_bad_klog           kernel log lines matching $BAD_KLOG
+#   relay_start, relay_stop  kernel messages of level warning (4) or worse,
+#                            relayed one whole line at a time as
+#                            "VMTEST-KMSG| TEXT" from the marker
+#                            VMTEST-RELAY-START on; relay_stop writes
+#                            VMTEST-RELAY-END and waits until the relay read
+#                            it, so that every message before is out
+# A record of /dev/kmsg is "PRIO,SEQ,USEC,FLAGS;TEXT"; continuation lines
+# start with a space.
+vm_init_lib() {
+	cat <<'EOT'
+power_off() {
+	sync
+	poweroff -f
+	# Not reached unless poweroff failed: ask the kernel directly.
+	echo o >/proc/sysrq-trigger
+	sleep 30
+}
+
+fatal() {
+	echo "VMTEST-FATAL $*"
+	dmesg | tail -n 20 | sed 's/^/VMTEST-KLOG| /'
+	power_off
+}
+
+mount_filesystems() {
+	mount -t devtmpfs devtmpfs /dev || return 1
+	# The kernel opened no console for us if the initramfs lacks the node.
+	exec </dev/console >/dev/console 2>&1
+	mount -t proc proc /proc &&
+	mount -t sysfs sysfs /sys &&
+	mount -t tmpfs tmpfs /tmp || return 1
+	# Optional: kmemleak, the in-tree driver's per-port state.
+	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+	return 0
+}
+
+uptime_s() {
+	local up rest
+
+	read -r up rest </proc/uptime
+	echo "$up"
+}
+
+count_bad_klog() {
+	dmesg | grep -cE "$BAD_KLOG"
+}
+
+KMSG_RELAY='
+	/^[0-9]+,/ {
+		text = substr($0, index($0, ";") + 1)
+		if (text == "VMTEST-RELAY-END")
+			exit
+		if (!started) {
+			started = (text == "VMTEST-RELAY-START")
+			next
+		}
+		split($0, h, ",")
+		show = (h[1] % 8 <= 4)
+		if (show) {
+			print "VMTEST-KMSG| " text
+			fflush()
+		}
+		next
+	}
+	show { print "VMTEST-KMSG| " $0; fflush() }'
+
+relay_start() {
+	dmesg -n 1
+	awk "$KMSG_RELAY" /dev/kmsg &
+	relay_pid=$!
+	echo VMTEST-RELAY-START >/dev/kmsg
+}
+
+relay_stop() {
+	echo VMTEST-RELAY-END >/dev/kmsg
+	wait "$relay_pid"
+}
+EOT
+}
+
 # The CPU model of the test VMs under TCG: -cpu max where QEMU $1 offers it,
 # without the fast-string flags (ERMS, FSRM and, where QEMU knows them, FZRM,
 # FSRS, FSRC).  With them a guest kernel copies and clears with "rep movsb"

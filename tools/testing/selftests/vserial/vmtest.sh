@@ -248,7 +248,8 @@ add_deps() {
 # /etc/vmtest.conf (MODULES, TESTS, PROG_TIMEOUT, DEVNODE, DEV_WAIT,
 # BAD_KLOG).
 write_init() {
-	cat >"$1" <<'EOT'
+	{
+		cat <<'EOT'
 #!/bin/busybox sh
 # SPDX-License-Identifier: GPL-2.0
 # Written by vmtest.sh: load the modules, run the tests, report, power off.
@@ -256,28 +257,9 @@ write_init() {
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 . /etc/vmtest.conf
 
-power_off() {
-	sync
-	poweroff -f
-	# Not reached unless poweroff failed: ask the kernel directly.
-	echo o >/proc/sysrq-trigger
-	sleep 30
-}
-
-fatal() {
-	echo "VMTEST-FATAL $*"
-	dmesg | tail -n 15 | sed 's/^/VMTEST-KLOG| /'
-	power_off
-}
-
-mount_filesystems() {
-	mount -t devtmpfs devtmpfs /dev || return 1
-	# The kernel opened no console for us if the initramfs lacks the node.
-	exec </dev/console >/dev/console 2>&1
-	mount -t proc proc /proc &&
-	mount -t sysfs sysfs /sys &&
-	mount -t tmpfs tmpfs /tmp
-}
+EOT
+		vm_init_lib
+		cat <<'EOT'
 
 wait_for_node() {
 	local i=0
@@ -298,33 +280,6 @@ load_modules() {
 	wait_for_node "$DEVNODE" ||
 		fatal "$DEVNODE did not appear within ${DEV_WAIT}s of loading the modules"
 }
-
-count_bad_klog() {
-	dmesg | grep -cE "$BAD_KLOG"
-}
-
-# Kernel messages of level warning (4) or worse, relayed one whole line at a
-# time, from the record after the marker $KMSG_MARK on.  A record of
-# /dev/kmsg is "PRIO,SEQ,USEC,FLAGS;TEXT"; continuation lines start with a
-# space.
-KMSG_MARK=VMTEST-RELAY-START
-# shellcheck disable=SC2016
-KMSG_RELAY='
-	/^[0-9]+,/ {
-		text = substr($0, index($0, ";") + 1)
-		if (!started) {
-			started = (text == mark)
-			next
-		}
-		split($0, h, ",")
-		show = (h[1] % 8 <= 4)
-		if (show) {
-			print "VMTEST-KMSG| " text
-			fflush()
-		}
-		next
-	}
-	show { print "VMTEST-KMSG| " $0; fflush() }'
 
 run_test() {
 	local name="$1" before after start rc
@@ -350,7 +305,6 @@ run_test() {
 # into the kernel log so that the scan below counts it.
 KMEMLEAK=/sys/kernel/debug/kmemleak
 kmemleak_start() {
-	mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 	[ -w $KMEMLEAK ] && echo clear >$KMEMLEAK
 }
 
@@ -376,31 +330,27 @@ report_klog() {
 }
 
 main() {
-	local t relay
+	local t
 
 	mount_filesystems || fatal "cannot mount the pseudo file systems"
 	echo "VMTEST-BOOTED $(uname -r)"
 	load_modules
 	echo "VMTEST-LOADED $MODULES"
-	dmesg -n 1
-	awk -v mark="$KMSG_MARK" "$KMSG_RELAY" /dev/kmsg &
-	relay=$!
-	echo "$KMSG_MARK" >/dev/kmsg
+	relay_start
 	kmemleak_start
 	for t in $TESTS; do
 		run_test "$t"
 	done
-	# Let the relay catch up before the summary.
-	usleep 200000
-	kill $relay 2>/dev/null
+	relay_stop
 	report_klog
-	echo "VMTEST-UPTIME $(cut -d' ' -f1 /proc/uptime)"
+	echo "VMTEST-UPTIME $(uptime_s)"
 	echo "VMTEST-DONE"
 	power_off
 }
 
 main
 EOT
+	} >"$1"
 	chmod 755 "$1"
 }
 
