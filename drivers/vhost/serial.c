@@ -979,7 +979,7 @@ static void vhost_serial_cbuf_stash(struct vhost_serial_port *port,
 {
 	size_t room = VHOST_SERIAL_CONSOLE_BUF - port->cbuf_len;
 	size_t left = iov_iter_count(from);
-	size_t n = min(room, left);
+	size_t n = port->cbuf ? min(room, left) : 0;
 
 	if (n && copy_from_iter(port->cbuf + port->cbuf_len, n, from) == n)
 		port->cbuf_len += n;
@@ -1528,6 +1528,18 @@ static void vhost_serial_tx_settle(struct vhost_serial_port *port,
 	port->tx_stale = false;
 }
 
+/*
+ * Without MULTIPORT the device has port 0 alone, but nothing keeps a guest
+ * from setting up the queues of other ports: they are left alone.
+ */
+static void vhost_serial_legacy_misuse(struct vhost_serial_port *port,
+				       struct vhost_virtqueue *vq)
+{
+	vq_err(vq, "queue of port %u used without MULTIPORT\n", port->id);
+	pr_warn_ratelimited("guest uses the queues of port %u without MULTIPORT\n",
+			    port->id);
+}
+
 static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
@@ -1549,6 +1561,10 @@ static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 	}
 	if (port->tx_stale || !READ_ONCE(port->present))
 		goto out_unlock;
+	if (unlikely(!vhost_serial_multiport(vq) && port->id)) {
+		vhost_serial_legacy_misuse(port, vq);
+		goto out_unlock;
+	}
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
 	if (console)
 		vhost_serial_cbuf_flush(port);

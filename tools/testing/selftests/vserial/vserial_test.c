@@ -1193,6 +1193,35 @@ TEST_F(vserial, legacy_generic_port0_is_a_console)
 }
 
 /*
+ * Without MULTIPORT the device has port 0 alone.  A guest that sets up and
+ * kicks the queues of another port anyway (here a generic port without a
+ * backend, which has no console buffer) gets nothing through them, and
+ * port 0 goes on working.
+ */
+TEST_F(vserial, legacy_queues_of_other_ports_are_left_alone)
+{
+	uint64_t features = 1ULL << VIRTIO_F_VERSION_1;
+	struct vhost_serial_port_state st;
+	uint64_t used_len;
+	uint32_t len;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 2, features));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, vs_add_port(&self->d, 1, "p1", false));
+	ASSERT_EQ(0, queue_tx(&self->d, 1, 4096, 'x'));
+	/* One worker runs the kicks in order: port 1's is done by then. */
+	ASSERT_EQ(0, queue_tx(&self->d, 0, 100, 'c'));
+	ASSERT_EQ(0, collect_tx(&self->d, 0, 1, &used_len));
+	EXPECT_EQ(NULL, vs_vq_get(&self->d.vqs[vs_tx_vq(1)], &len));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(0, st.tx_bufs);
+	EXPECT_EQ(0, st.tx_dropped);
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(1, st.tx_bufs);
+}
+
+/*
  * Without a control queue nothing tells when the guest let go of a removed
  * port: output queued while it is gone is handed back unread, and port 0
  * added again works at once.
