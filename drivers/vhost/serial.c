@@ -418,10 +418,13 @@ vhost_serial_ctrl_alloc(u32 id, u16 event, u16 value, size_t name_len)
 }
 
 /*
- * Queue a message for the guest.  Host-initiated messages (from an ioctl)
- * fail with -ENOSPC when the queue is full, so the caller learns of it;
- * nothing is dropped silently.  The queue only fills when the guest stops
- * posting control buffers.
+ * Queue a message for the guest; -ENOSPC, with a warning, when the queue
+ * is full.  It only fills when the guest stops posting control buffers,
+ * and then what that guest is not told is its own loss: the host's side
+ * of a port (removed, backend gone) changes all the same, so a request
+ * that changes it (DEL_PORT, SET_BACKEND) does not fail for it.  A port
+ * whose PORT_ADD did not fit stays unannounced, as for a guest that is
+ * not ready, and is announced when the guest starts over.
  */
 static int vhost_serial_ctrl_queue(struct vhost_serial *vs,
 				   struct vhost_serial_ctrl_msg *msg)
@@ -1822,7 +1825,7 @@ static struct vhost_serial_port *vhost_serial_lookup(struct vhost_serial *vs,
 {
 	if (id >= vs->nr_ports)
 		return NULL;
-	return &vs->ports[id];
+	return &vs->ports[array_index_nospec(id, vs->nr_ports)];
 }
 
 static void vhost_serial_kick_port(struct vhost_serial_port *port)
@@ -2234,6 +2237,8 @@ static long vhost_serial_resize(struct vhost_serial *vs,
 
 	if (!port)
 		return -EINVAL;
+	/* The message queues work: not while RESET_OWNER ends the worker. */
+	mutex_lock(&vs->dev.mutex);
 	mutex_lock(&vs->port_lock);
 	if (!port->present) {
 		ret = -ENOENT;
@@ -2249,6 +2254,7 @@ static long vhost_serial_resize(struct vhost_serial *vs,
 		ret = vhost_serial_send_resize(port);
 out_unlock:
 	mutex_unlock(&vs->port_lock);
+	mutex_unlock(&vs->dev.mutex);
 	return ret;
 }
 
@@ -2523,6 +2529,11 @@ static long vhost_serial_reset_owner(struct vhost_serial *vs)
 	vs->running = false;
 	vhost_serial_set_vq_backends(vs, false);
 	vhost_serial_stop_polls(vs);
+	/*
+	 * Chains still in pipes belong to the old guest: from here their
+	 * release queues no work on the worker that is about to go.
+	 */
+	vhost_serial_zc_new_ring(vs);
 	vhost_dev_flush(&vs->dev);
 	/* Kick polls hold the old eventfds' wait queues: let go first. */
 	vhost_dev_stop(&vs->dev);
