@@ -64,8 +64,14 @@
  * interrupt per write costs more than the write's copy under emulation.
  */
 #define VCON_TX_UNWATCHED	(1024 * 1024)
-#define VCON_CTRL_ALLOC		PAGE_SIZE
-#define VCON_CTRL_BUFS		16
+/*
+ * Control receive buffers, header included.  QEMU's device drops a control
+ * message it finds no buffer for, and answers DEVICE_READY with a PORT_ADD
+ * for every port at once, so the driver posts as many as the queue holds.
+ * A message is a header and at most a port name, which is cut to
+ * VCON_NAME_MAX anyway; a longer one arrives cut (see vcon_control_work).
+ */
+#define VCON_CTRL_ALLOC		512
 /*
  * Control messages waiting for room in the device's queue: enough for
  * every port's answers at once, bounded for a device that takes none.
@@ -1509,7 +1515,11 @@ static void vcon_handle_ctrl(struct vcon_device *pd, const char *data,
 
 static int vcon_fill_ctrl(struct vcon_device *pd)
 {
-	return vcon_fill_vq(&pd->c_ivq, &pd->c_ivq_lock, NULL, VCON_CTRL_BUFS,
+	BUILD_BUG_ON(sizeof(struct vcon_rxbuf) +
+		     sizeof(struct virtio_console_control) + VCON_NAME_MAX + 1 >
+		     VCON_CTRL_ALLOC);
+	return vcon_fill_vq(&pd->c_ivq, &pd->c_ivq_lock, NULL,
+			    virtqueue_get_vring_size(pd->c_ivq),
 			    VCON_CTRL_ALLOC) ? 0 : -ENOMEM;
 }
 

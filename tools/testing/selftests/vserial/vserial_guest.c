@@ -309,6 +309,23 @@ static const struct topo_port vs2_ports[] = {
 	{ "l0", 0, true, false },
 };
 
+/*
+ * Seventeen generic ports: QEMU's device sends a PORT_ADD for every port at
+ * once when the driver says it is ready, and drops each that finds no
+ * control buffer posted; a driver that posts fewer loses ports.
+ */
+static const struct topo_port vs3_ports[] = {
+	{ "m1", 1, false, true },	{ "m2", 2, false, true },
+	{ "m3", 3, false, true },	{ "m4", 4, false, true },
+	{ "m5", 5, false, true },	{ "m6", 6, false, true },
+	{ "m7", 7, false, true },	{ "m8", 8, false, true },
+	{ "m9", 9, false, true },	{ "m10", 10, false, true },
+	{ "m11", 11, false, true },	{ "m12", 12, false, true },
+	{ "m13", 13, false, true },	{ "m14", 14, false, true },
+	{ "m15", 15, false, true },	{ "m16", 16, false, true },
+	{ "m17", 17, false, true },
+};
+
 #define TOPO_DEV(name, max, ports) { name, max, ports, ARRAY_SIZE(ports) }
 
 static const struct topo_dev devs_std[] = {
@@ -320,6 +337,7 @@ static const struct topo_dev devs_main[] = {
 	TOPO_DEV("vs0", 8, vs0_ports),
 	TOPO_DEV("vs1", 4, vs1_ports),
 	TOPO_DEV("vs2", 1, vs2_ports),
+	TOPO_DEV("vs3", 18, vs3_ports),
 };
 
 /* Free port numbers of vs0 that hot-plug tests use. */
