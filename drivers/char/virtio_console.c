@@ -825,41 +825,73 @@ static void vcon_console_resize(struct vcon_port *port, u16 rows, u16 cols)
 		hvc_resize(port->hvc, port->ws);
 }
 
-static int vcon_console_init(struct vcon_port *port)
+/*
+ * A console is always open on the guest side: claim the port as open()
+ * would, so that the two cannot both take it.
+ */
+static bool vcon_claim_port(struct vcon_port *port)
 {
 	unsigned long flags;
-	int vtermno;
+	bool claimed;
 
+	spin_lock_irqsave(port->inbuf_lock, flags);
+	claimed = !port->unplugged && !port->guest_connected;
+	if (claimed)
+		port->guest_connected = true;
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
+	return claimed;
+}
+
+static void vcon_unclaim_port(struct vcon_port *port)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(port->inbuf_lock, flags);
+	port->guest_connected = false;
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
+}
+
+static int vcon_console_init(struct vcon_port *port)
+{
+	struct hvc_struct *hvc;
+	unsigned long flags;
+	int vtermno, ret;
+
+	if (!vcon_claim_port(port))
+		return -EBUSY;
 	/* vtermno 0 is left to an early console. */
 	vtermno = ida_alloc_min(&vcon_vtermnos, 1, GFP_KERNEL);
-	if (vtermno < 0)
-		return vtermno;
+	if (vtermno < 0) {
+		ret = vtermno;
+		goto err_unclaim;
+	}
 	port->vtermno = vtermno;
 	port->is_console = true;
 	spin_lock_irqsave(&vcon_consoles_lock, flags);
 	list_add_tail(&port->console_node, &vcon_consoles);
 	spin_unlock_irqrestore(&vcon_consoles_lock, flags);
 
-	port->hvc = hvc_alloc(port->vtermno, 0, &vcon_hv_ops, PAGE_SIZE);
-	if (IS_ERR(port->hvc)) {
-		int ret = PTR_ERR(port->hvc);
-
-		port->hvc = NULL;
-		spin_lock_irqsave(&vcon_consoles_lock, flags);
-		list_del(&port->console_node);
-		spin_unlock_irqrestore(&vcon_consoles_lock, flags);
-		ida_free(&vcon_vtermnos, port->vtermno);
-		port->is_console = false;
-		return ret;
+	hvc = hvc_alloc(port->vtermno, 0, &vcon_hv_ops, PAGE_SIZE);
+	if (IS_ERR(hvc)) {
+		ret = PTR_ERR(hvc);
+		goto err_unlist;
 	}
+	/* Interrupts look at port->hvc: only a usable one goes there. */
+	WRITE_ONCE(port->hvc, hvc);
 	if (port->ws.ws_row || port->ws.ws_col)
-		hvc_resize(port->hvc, port->ws);
-	/* A console is always open on the guest side. */
-	spin_lock_irqsave(port->inbuf_lock, flags);
-	port->guest_connected = true;
-	spin_unlock_irqrestore(port->inbuf_lock, flags);
+		hvc_resize(hvc, port->ws);
 	vcon_send_ctrl(port->vdev_priv, port->id, VIRTIO_CONSOLE_PORT_OPEN, 1);
 	return 0;
+
+err_unlist:
+	spin_lock_irqsave(&vcon_consoles_lock, flags);
+	list_del(&port->console_node);
+	spin_unlock_irqrestore(&vcon_consoles_lock, flags);
+	port->is_console = false;
+	ida_free(&vcon_vtermnos, port->vtermno);
+err_unclaim:
+	vcon_unclaim_port(port);
+	return ret;
 }
 
 static void vcon_console_exit(struct vcon_port *port)
