@@ -1977,12 +1977,12 @@ static int vcon_restore(struct virtio_device *vdev)
 	ret = vcon_init_vqs(pd);
 	if (ret)
 		return ret;
-	pd->vqs_gone = false;
 	if (pd->multiport) {
 		ret = vcon_fill_ctrl(pd);
 		if (ret)
-			return ret;
+			goto err_del_vqs;
 	}
+	pd->vqs_gone = false;
 	vcon_set_dead(pd, false);
 	/* Buffers may be queued before DRIVER_OK; kicks may not. */
 	virtio_device_ready(vdev);
@@ -2010,16 +2010,28 @@ static int vcon_restore(struct virtio_device *vdev)
 	spin_lock_irq(&pd->c_ivq_lock);
 	virtqueue_kick(pd->c_ivq);
 	spin_unlock_irq(&pd->c_ivq_lock);
-	/* The device kept its ports; tell it which ones we have open. */
+	/*
+	 * The device kept its ports, but what it told us while its queues
+	 * were gone is lost (QEMU's device drops such messages): ask for the
+	 * ports again, which it answers with the host side's state, and tell
+	 * it which ones we have open.
+	 */
 	for (id = 0; id < pd->max_nr_ports; id++) {
 		port = vcon_port_get(pd, id);
 		if (!port)
 			continue;
+		vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 1);
 		if (port->guest_connected)
 			vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_OPEN, 1);
 		vcon_port_put(port);
 	}
 	return 0;
+
+err_del_vqs:
+	/* The ports still point at the queues of before the freeze. */
+	vcon_drop_ctrl_buffers(pd);
+	vdev->config->del_vqs(vdev);
+	return ret;
 }
 #endif
 
