@@ -107,6 +107,7 @@ struct vhost_serial_zc_hub {
 	struct vhost_serial *vs;	/* NULL once the device is released */
 	u32 gen;		/* bumped when the rings are set up anew */
 	atomic_t pinned;	/* pages pinned by this device's chains */
+	struct rcu_head rcu;
 };
 
 /*
@@ -1083,12 +1084,21 @@ static struct vhost_serial_zc_hub *vhost_serial_zc_hub_new(struct vhost_serial *
 	return hub;
 }
 
+/*
+ * The module reference goes last, from an RCU callback: its caller (a
+ * pipe's release) still returns through this module's code, and
+ * vhost_serial_exit() waits for the callbacks with rcu_barrier().
+ */
+static void vhost_serial_zc_hub_free(struct rcu_head *rcu)
+{
+	kfree(container_of(rcu, struct vhost_serial_zc_hub, rcu));
+	module_put(THIS_MODULE);
+}
+
 static void vhost_serial_zc_hub_put(struct vhost_serial_zc_hub *hub)
 {
-	if (refcount_dec_and_test(&hub->refs)) {
-		kfree(hub);
-		module_put(THIS_MODULE);
-	}
+	if (refcount_dec_and_test(&hub->refs))
+		call_rcu(&hub->rcu, vhost_serial_zc_hub_free);
 }
 
 static void vhost_serial_zc_unpin(struct vhost_serial_zc *zc)
@@ -1105,10 +1115,6 @@ static void vhost_serial_zc_free(struct vhost_serial_zc *zc)
 {
 	struct vhost_serial_zc_hub *hub = zc->hub;
 
-	/*
-	 * From a pipe's release, the hub's reference may be the last one on
-	 * this module: drop it after everything else.
-	 */
 	kvfree(zc);
 	vhost_serial_zc_hub_put(hub);
 }
@@ -2907,6 +2913,8 @@ static void __exit vhost_serial_exit(void)
 {
 	misc_deregister(&vhost_serial_misc);
 	debugfs_remove(vhost_serial_debugfs);
+	/* A zero-copy hub's callback may still be on its way out. */
+	rcu_barrier();
 }
 module_exit(vhost_serial_exit);
 
