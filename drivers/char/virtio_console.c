@@ -1037,22 +1037,30 @@ static ssize_t vcon_read_iter(struct kiocb *iocb, struct iov_iter *to)
 
 	if (!iov_iter_count(to))
 		return 0;
-	if (vcon_read_blocks(port)) {
-		if (vcon_nonblock(iocb))
-			return -EAGAIN;
-		ret = wait_event_freezable(port->waitqueue,
-					   !vcon_read_blocks(port));
-		if (ret < 0)
-			return ret;
-	}
-	if (READ_ONCE(port->unplugged))
-		return -ENODEV;
+	for (;;) {
+		if (vcon_read_blocks(port)) {
+			if (vcon_nonblock(iocb))
+				return -EAGAIN;
+			ret = wait_event_freezable(port->waitqueue,
+						   !vcon_read_blocks(port));
+			if (ret < 0)
+				return ret;
+		}
+		if (READ_ONCE(port->unplugged))
+			return -ENODEV;
 
-	mutex_lock(&port->read_lock);
-	ret = vcon_copy_out(port, to);
-	mutex_unlock(&port->read_lock);
-	/* No data and the host is gone: end of file. */
-	return ret;
+		mutex_lock(&port->read_lock);
+		ret = vcon_copy_out(port, to);
+		mutex_unlock(&port->read_lock);
+		/* No data and the host is gone: end of file. */
+		if (ret || !READ_ONCE(port->host_connected))
+			return ret;
+		/*
+		 * Nothing, with the host there: another reader of this file
+		 * took what woke us, or the device returned empty buffers.
+		 * That is no end of file: wait again.
+		 */
+	}
 }
 
 static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
