@@ -207,13 +207,6 @@ run_vm() {
 	return $rc
 }
 
-# The KEEP of vm_boot: L1 died before its scenario started.
-# shellcheck disable=SC2317 # run by vm_boot
-keep_failed_boot() {
-	echo "$PROG: L1 died before its scenario started (QEMU status $2); booting it once more"
-	[ ! -f "$1" ] || mv "$1" "$1.boot-failed"
-}
-
 report() {
 	local rc
 
@@ -244,7 +237,7 @@ main() {
 	mkdir -p "$(dirname "$logfile")"
 	start=$SECONDS
 	echo "$PROG: booting L1 $release, timeout ${timeout}s"
-	vm_boot "$logfile" 'E2E-\(READY\|FATAL\)' keep_failed_boot run_vm ||
+	vm_boot "$logfile" 'E2E-\(READY\|FATAL\)' vm_keep_failed_boot run_vm ||
 		qrc=$?
 	echo "$PROG: L1 ran $((SECONDS - start))s (QEMU status $qrc)"
 	report || exit 1

@@ -194,7 +194,7 @@ vm_boot() {
 # serial log: it moves to LOG.boot-failed.
 # shellcheck disable=SC2317 # run by vm_boot
 vm_keep_failed_boot() {
-	echo "$PROG: the VM died before its init ran (QEMU status $2); booting it once more"
+	echo "$PROG: the VM died before it was up (QEMU status $2); booting it once more"
 	[ ! -f "$1" ] || mv "$1" "$1.boot-failed"
 }
 

@@ -282,15 +282,16 @@ load_modules() {
 }
 
 run_test() {
-	local name="$1" before after start rc
+	local name="$1" before after start now rc
 
 	before=$(count_bad_klog)
-	start=$(cut -d. -f1 /proc/uptime)
+	start=$(uptime_s)
 	echo "VMTEST-BEGIN $name"
 	timeout -s TERM -k 10 "$PROG_TIMEOUT" "/tests/$name" </dev/null
 	rc=$?
 	if [ $rc -eq 143 ] || [ $rc -eq 137 ]; then
-		if [ $(($(cut -d. -f1 /proc/uptime) - start)) -ge "$PROG_TIMEOUT" ]; then
+		now=$(uptime_s)
+		if [ $((${now%.*} - ${start%.*})) -ge "$PROG_TIMEOUT" ]; then
 			echo "VMTEST-TIMEOUT $name $PROG_TIMEOUT"
 		fi
 	fi
