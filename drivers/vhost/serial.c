@@ -152,6 +152,7 @@ struct vhost_serial_port {
 	bool present;
 	bool console;
 	bool announced;		/* PORT_ADD queued for the guest */
+	bool removed;		/* PORT_REMOVE queued since, not PORT_ADD */
 	u32 ready_owed;		/* PORT_ADDs the guest has not answered */
 	bool guest_ready;
 	bool guest_open;
@@ -637,6 +638,7 @@ static void vhost_serial_announce(struct vhost_serial_port *port)
 	if (!vhost_serial_send(port->vs, port->id,
 			       VIRTIO_CONSOLE_PORT_ADD, 1)) {
 		port->announced = true;
+		port->removed = false;
 		port->ready_owed++;
 	}
 }
@@ -1607,8 +1609,23 @@ static void vhost_serial_out_poll_work(struct vhost_work *work)
 
 /* ---- control messages from the guest ------------------------------------ */
 
+static void vhost_serial_unknown_port(struct vhost_virtqueue *ctrl_vq, u32 id,
+				      u16 event)
+{
+	pr_warn_ratelimited("guest sent event %u for unknown port %u\n",
+			    event, id);
+	vq_err(ctrl_vq, "control message for unknown port\n");
+}
+
+/*
+ * The port a control message of the guest is about, or NULL.  A guest
+ * that has not yet read a port's PORT_REMOVE may still speak of the port
+ * (close it, or ask for it again at restore): that message is dropped
+ * quietly.  One about a port the guest was never told of is an error.
+ */
 static struct vhost_serial_port *
-vhost_serial_guest_port(struct vhost_serial *vs, u32 id, u16 event)
+vhost_serial_guest_port(struct vhost_serial *vs, struct vhost_virtqueue *vq,
+			u32 id, u16 event)
 {
 	struct vhost_serial_port *port;
 
@@ -1616,9 +1633,10 @@ vhost_serial_guest_port(struct vhost_serial *vs, u32 id, u16 event)
 		port = &vs->ports[array_index_nospec(id, vs->nr_ports)];
 		if (port->present && port->announced)
 			return port;
+		if (port->removed)
+			return NULL;
 	}
-	pr_warn_ratelimited("guest sent event %u for unknown port %u\n",
-			    event, id);
+	vhost_serial_unknown_port(vq, id, event);
 	return NULL;
 }
 
@@ -1671,6 +1689,7 @@ static void vhost_serial_guest_restart(struct vhost_serial *vs)
 	for (i = 0; i < vs->nr_ports; i++) {
 		port = &vs->ports[i];
 		port->announced = false;
+		port->removed = false;
 		port->ready_owed = 0;
 		if (!port->guest_ready && !port->guest_open)
 			continue;
@@ -1706,9 +1725,12 @@ static void vhost_serial_guest_port_ready(struct vhost_serial *vs,
 	owed = port->ready_owed;
 	if (owed && --port->ready_owed)
 		goto out_unlock;
-	/* Unless expected, an answer for a removed port is an error. */
+	/*
+	 * An answer for a removed port is expected while the guest may not
+	 * have seen the removal yet; otherwise it is an error.
+	 */
 	if (!port->present || !port->announced) {
-		if (!owed)
+		if (!owed && !port->removed)
 			goto unknown_unlock;
 		goto out_unlock;
 	}
@@ -1724,9 +1746,7 @@ unknown_unlock:
 	mutex_unlock(&vs->port_lock);
 	mutex_unlock(&tx->mutex);
 unknown:
-	pr_warn_ratelimited("guest sent event %u for unknown port %u\n",
-			    VIRTIO_CONSOLE_PORT_READY, id);
-	vq_err(ctrl_vq, "PORT_READY for unknown port\n");
+	vhost_serial_unknown_port(ctrl_vq, id, VIRTIO_CONSOLE_PORT_READY);
 }
 
 static void vhost_serial_guest_msg(struct vhost_serial *vs,
@@ -1763,11 +1783,9 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 			vhost_serial_announce(&vs->ports[i]);
 		break;
 	case VIRTIO_CONSOLE_PORT_OPEN:
-		port = vhost_serial_guest_port(vs, id, event);
-		if (!port) {
-			vq_err(vq, "PORT_OPEN for unknown port\n");
+		port = vhost_serial_guest_port(vs, vq, id, event);
+		if (!port)
 			break;
-		}
 		if (port->guest_open == !!value)
 			break;
 		WRITE_ONCE(port->guest_open, !!value);
@@ -2067,7 +2085,9 @@ static long vhost_serial_del_port(struct vhost_serial *vs, u32 id)
 	 */
 	port->host_open = false;
 	if (port->announced)
-		vhost_serial_send(vs, id, VIRTIO_CONSOLE_PORT_REMOVE, 1);
+		port->removed = !vhost_serial_send(vs, id,
+						   VIRTIO_CONSOLE_PORT_REMOVE,
+						   1);
 	port->announced = false;
 	port->guest_ready = false;
 	WRITE_ONCE(port->guest_open, false);

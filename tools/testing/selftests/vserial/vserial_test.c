@@ -577,6 +577,43 @@ TEST_F(vserial, late_port_ready_answers_the_removed_port)
 	ASSERT_EQ(0, quick_transfer(&self->d, 3));
 }
 
+/*
+ * Until it reads PORT_REMOVE a guest may close the port it knows, or ask
+ * for it again as a restoring guest does: neither is an error of the
+ * guest (a VMM reports errors of the control queue).  A message about a
+ * port it was never told of still is.
+ */
+TEST_F(vserial, guest_may_speak_of_a_port_it_has_not_seen_removed)
+{
+	struct vhost_serial_port_state st;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 4, 1, self->info));
+	ASSERT_EQ(0, hot_add_ready(&self->d, 3));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_del_port(&self->d, 3));
+
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 2, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS));
+	/* The worker takes messages in order: the first two are behind it. */
+	EXPECT_EQ(1, vs_eventfd_read(self->d.err));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_REMOVE, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 3, &st));
+	EXPECT_EQ(0, st.state);
+
+	/* Added and removed again, the same. */
+	ASSERT_EQ(0, hot_add_ready(&self->d, 3));
+	ASSERT_EQ(0, vs_del_port(&self->d, 3));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 3, VIRTIO_CONSOLE_PORT_REMOVE, 1));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 3, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 1, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, vs_wait_fd(self->d.err, POLLIN, VS_TIMEOUT_MS));
+	EXPECT_EQ(1, vs_eventfd_read(self->d.err));
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
 /* ---- transfers -------------------------------------------------------------- */
 
 FIXTURE(transfer) {
