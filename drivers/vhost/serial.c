@@ -2489,21 +2489,75 @@ static void vhost_serial_zc_new_ring(struct vhost_serial *vs)
 	spin_unlock_irqrestore(&hub->lock, flags);
 }
 
-/*
- * VHOST_SET_VRING_NUM and _BASE succeed only on a stopped queue, and so
- * does a new ring.  _ADDR is also accepted while the device runs, where a
- * VMM sets the same ring's addresses again to switch VHOST_VRING_F_LOG on
- * for migration: chains still in pipes belong to that ring and complete
- * on it.  Caller holds dev.mutex.
- */
-static void vhost_serial_zc_ring_changed(struct vhost_serial *vs,
-					 unsigned int ioctl)
+/* What makes a ring the one chains in pipes and a partial write came from. */
+struct vhost_serial_ring_id {
+	vring_desc_t __user *desc;
+	vring_avail_t __user *avail;
+	vring_used_t __user *used;
+	unsigned int num;
+	u16 last_avail_idx;
+};
+
+static void vhost_serial_ring_id(struct vhost_virtqueue *vq,
+				 struct vhost_serial_ring_id *id)
 {
-	if (ioctl == VHOST_SET_VRING_ADDR && vs->running)
+	mutex_lock(&vq->mutex);
+	id->desc = vq->desc;
+	id->avail = vq->avail;
+	id->used = vq->used;
+	id->num = vq->num;
+	id->last_avail_idx = vq->last_avail_idx;
+	mutex_unlock(&vq->mutex);
+}
+
+static bool vhost_serial_ring_id_eq(const struct vhost_serial_ring_id *a,
+				    const struct vhost_serial_ring_id *b)
+{
+	return a->desc == b->desc && a->avail == b->avail &&
+	       a->used == b->used && a->num == b->num &&
+	       a->last_avail_idx == b->last_avail_idx;
+}
+
+/*
+ * The queue a VHOST_SET_VRING_NUM, _BASE or _ADDR is about: the index
+ * leads both structures.  A VMM that changes it under the vhost core only
+ * misleads itself: the ring's identity guards its guest, not the host.
+ */
+static struct vhost_virtqueue *
+vhost_serial_ring_ioctl_vq(struct vhost_serial *vs, unsigned int ioctl,
+			   void __user *argp)
+{
+	u32 idx;
+
+	if (ioctl != VHOST_SET_VRING_NUM && ioctl != VHOST_SET_VRING_BASE &&
+	    ioctl != VHOST_SET_VRING_ADDR)
+		return NULL;
+	if (get_user(idx, (u32 __user *)argp) || idx >= vs->dev.nvqs)
+		return NULL;
+	return vs->dev.vqs[array_index_nospec(idx, vs->dev.nvqs)];
+}
+
+/*
+ * A VMM sets every ring again whenever it starts the device, also after a
+ * mere pause, and sets a running ring's addresses again to switch
+ * VHOST_VRING_F_LOG on for migration: only a ring that is really another
+ * one (new addresses, size or position) ends the chains still in pipes
+ * and the partial write of its port.  Caller holds dev.mutex.
+ */
+static void vhost_serial_ring_changed(struct vhost_serial *vs,
+				      struct vhost_virtqueue *vq)
+{
+	u32 idx = vq - vs->vqs;
+	struct vhost_serial_port *port;
+
+	vhost_serial_zc_new_ring(vs);
+	/* Transmit queues are the odd ones, but for the control queue's. */
+	if (!(idx & 1) || vhost_serial_is_ctrl_vq(idx))
 		return;
-	if (ioctl == VHOST_SET_VRING_NUM || ioctl == VHOST_SET_VRING_ADDR ||
-	    ioctl == VHOST_SET_VRING_BASE)
-		vhost_serial_zc_new_ring(vs);
+	port = vhost_serial_vq_port(vs, vq);
+	mutex_lock(&vq->mutex);
+	port->tx_offset = 0;
+	mutex_unlock(&vq->mutex);
 }
 
 /*
@@ -2535,6 +2589,26 @@ static void vhost_serial_forget_guest(struct vhost_serial *vs)
 	vs->guest_ready = false;
 	mutex_unlock(&vs->port_lock);
 	vhost_serial_ctrl_flush_pending(vs);
+}
+
+/* VHOST_SERIAL_RESET_GUEST: the VMM reset the device; the owner stays. */
+static long vhost_serial_reset_guest(struct vhost_serial *vs)
+{
+	long ret;
+
+	mutex_lock(&vs->dev.mutex);
+	ret = vhost_dev_check_owner(&vs->dev);
+	if (ret)
+		goto out_unlock;
+	if (vs->running) {
+		ret = -EBUSY;
+		goto out_unlock;
+	}
+	vhost_dev_flush(&vs->dev);
+	vhost_serial_forget_guest(vs);
+out_unlock:
+	mutex_unlock(&vs->dev.mutex);
+	return ret;
 }
 
 /* VHOST_RESET_OWNER: another process may take the device over. */
@@ -2583,6 +2657,8 @@ static long vhost_serial_check_owner(struct vhost_serial *vs)
 static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 				       unsigned int ioctl, void __user *argp)
 {
+	struct vhost_serial_ring_id before, after;
+	struct vhost_virtqueue *vq;
 	long ret;
 
 	mutex_lock(&vs->dev.mutex);
@@ -2591,9 +2667,15 @@ static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 	} else {
 		ret = vhost_dev_ioctl(&vs->dev, ioctl, argp);
 		if (ret == -ENOIOCTLCMD) {
+			vq = vhost_serial_ring_ioctl_vq(vs, ioctl, argp);
+			if (vq)
+				vhost_serial_ring_id(vq, &before);
 			ret = vhost_vring_ioctl(&vs->dev, ioctl, argp);
-			if (!ret)
-				vhost_serial_zc_ring_changed(vs, ioctl);
+			if (!ret && vq) {
+				vhost_serial_ring_id(vq, &after);
+				if (!vhost_serial_ring_id_eq(&before, &after))
+					vhost_serial_ring_changed(vs, vq);
+			}
 		} else {
 			vhost_dev_flush(&vs->dev);
 		}
@@ -2680,6 +2762,8 @@ static long vhost_serial_dev_ioctl(struct file *f, unsigned int ioctl,
 		if (copy_from_user(&run, argp, sizeof(run)))
 			return -EFAULT;
 		return run ? vhost_serial_start(vs) : vhost_serial_stop(vs);
+	case VHOST_SERIAL_RESET_GUEST:
+		return vhost_serial_reset_guest(vs);
 	default:
 		return vhost_serial_generic_ioctl(vs, ioctl, argp);
 	}

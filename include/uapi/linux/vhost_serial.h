@@ -228,4 +228,18 @@ struct vhost_serial_resize {
  */
 #define VHOST_SERIAL_SET_RUNNING _IOW(VHOST_VIRTIO, 0xC7, int)
 
+/*
+ * VHOST_SERIAL_RESET_GUEST: the virtio device was reset (the guest
+ * rebooted, or its driver went away).  The device forgets the guest as a
+ * new driver's DEVICE_READY would make it, but before the next driver can
+ * see anything of the old one: which ports the guest had ready and open,
+ * control messages queued for it, output of which only a part was
+ * written, zero-copy chains still in pipes (their pages are released
+ * without completing them).  Ports, their names and backends stay.  Only
+ * on a stopped device (EBUSY while running).  Without it, a ring set up
+ * at other addresses, of another size or at another position is taken as
+ * a new guest's.
+ */
+#define VHOST_SERIAL_RESET_GUEST _IO(VHOST_VIRTIO, 0xC8)
+
 #endif /* _UAPI_LINUX_VHOST_SERIAL_H */

@@ -1616,6 +1616,110 @@ TEST_F(vserial, zerocopy_chain_survives_ring_addresses_set_again)
 	close(p[1]);
 }
 
+/*
+ * Pausing and resuming, a VMM stops the device and sets every ring again
+ * as it was: a chain in the pipe still comes back to the guest.
+ */
+TEST_F(vserial, zerocopy_chain_survives_a_pause)
+{
+	struct vhost_vring_state state = { .index = vs_tx_vq(0) };
+	struct vhost_vring_addr addr = { .index = vs_tx_vq(0) };
+	char *buf = NULL, *got = NULL;
+	int p[2] = { -1, -1 };
+	struct vs_vq *vq;
+	int run = 0;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, zc_one_in_pipe(&self->d, self->info, p, 25, &buf, &got));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_SET_RUNNING, &run));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_GET_VRING_BASE, &state));
+	ASSERT_EQ(1, state.num) TH_LOG("the chain is not counted as taken");
+	state.num = vq->num;
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_NUM, &state));
+	state.num = 1;
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_BASE, &state));
+	addr.desc_user_addr = (uintptr_t)vq->desc;
+	addr.avail_user_addr = (uintptr_t)vq->avail;
+	addr.used_user_addr = (uintptr_t)vq->used;
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_ADDR, &addr));
+	run = 1;
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_SET_RUNNING, &run));
+
+	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
+	EXPECT_EQ(0, memcmp(buf, got, ZC_BUF));
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	free(got);
+	close(p[0]);
+	close(p[1]);
+}
+
+/*
+ * A device reset (VHOST_SERIAL_RESET_GUEST): output the old guest had
+ * only partly written, the state of its ports and the messages queued for
+ * it go; the port and its backend stay, and the next guest's first output
+ * arrives whole.
+ */
+TEST_F(vserial, reset_guest_forgets_partial_output_and_open_ports)
+{
+	static const char marker[] = "MARKER";
+	struct vhost_serial_port_state st;
+	int p[2] = { -1, -1 }, run = 0;
+	char got[4096], *m;
+	struct vs_ctrl msg;
+	ssize_t n;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
+	/* One page: a 16 KiB buffer goes out in part only. */
+	ASSERT_LE(0, fcntl(p[1], F_SETPIPE_SZ, 4096));
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, p[1]));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, queue_tx(&self->d, 0, 16384, 'a'));
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+
+	EXPECT_EQ(-EBUSY, vs_ioctl(&self->d, VHOST_SERIAL_RESET_GUEST, NULL));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_SET_RUNNING, &run));
+	/* A PORT_ADD queued for the old guest, never delivered to it. */
+	ASSERT_EQ(0, vs_add_port(&self->d, 1, "late", false));
+	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_RESET_GUEST, NULL));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(0, st.state & (VHOST_SERIAL_STATE_GUEST_READY |
+				 VHOST_SERIAL_STATE_GUEST_OPEN));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_HOST_OPEN);
+	n = read(p[0], got, sizeof(got));
+	ASSERT_LT(0, n);
+
+	/* The next guest: new memory and rings, from DEVICE_READY on. */
+	ASSERT_EQ(0, vs_setup_guest(&self->d, vs_default_features(), VS_RING_NUM));
+	ASSERT_EQ(0, vs_start(&self->d));
+	ASSERT_EQ(0, vs_ctrl_start(&self->d));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 0, VIRTIO_CONSOLE_DEVICE_READY, 1));
+	/* Its messages are its own: nothing queued for the old guest. */
+	ASSERT_EQ(0, vs_ctrl_recv(&self->d, &msg, VS_TIMEOUT_MS));
+	EXPECT_EQ(0, msg.id);
+	EXPECT_EQ(VIRTIO_CONSOLE_PORT_ADD, msg.event);
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_ADD, 1));
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 0, VIRTIO_CONSOLE_PORT_READY, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_NAME, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	m = vs_alloc(&self->d, sizeof(marker) - 1, 64);
+	ASSERT_NE(NULL, m);
+	memcpy(m, marker, sizeof(marker) - 1);
+	ASSERT_EQ(0, vs_vq_send(&self->d.vqs[vs_tx_vq(0)], m,
+				sizeof(marker) - 1));
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+	n = read(p[0], got, sizeof(got));
+	ASSERT_EQ(sizeof(marker) - 1, n);
+	EXPECT_EQ(0, memcmp(got, marker, n));
+	close(p[0]);
+	close(p[1]);
+}
+
 TEST_F(vserial, zerocopy_splice_to_dev_null_completes_every_buffer)
 {
 	const unsigned int nbufs = 16;
