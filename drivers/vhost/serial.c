@@ -391,12 +391,15 @@ static void vhost_serial_run_queue(struct vhost_virtqueue *vq,
 			vhost_discard_vq_desc(vq, 1);
 			break;
 		}
+		/* The used length may say more (fault injection): not the log. */
 		if (unlikely(vq_log) && ret)
-			vhost_log_write(vq, vq_log, log_num, ret, vq->iov, c.in);
+			vhost_log_write(vq, vq_log, log_num,
+					min_t(size_t, ret, c.len), vq->iov, c.in);
 		vhost_add_used(vq, head, ret);
 		added = true;
 		total += c.len;
-	} while (likely(!vhost_exceeds_weight(vq, ++pkts, total)));
+	} while (likely(!vhost_exceeds_weight(vq, ++pkts,
+					      min_t(size_t, total, INT_MAX))));
 
 	if (added)
 		vhost_signal(dev, vq);
@@ -883,7 +886,14 @@ static ssize_t vhost_serial_rx_chain(void *ctx, struct vhost_virtqueue *vq,
 	struct iov_iter iter;
 	ssize_t ret;
 
-	iov_iter_init(&iter, ITER_DEST, vq->iov, c->in, c->len);
+	/* A read of nothing returns 0, which would look like end of file. */
+	if (unlikely(!c->len)) {
+		vhost_serial_port_error(port);
+		return 0;
+	}
+	/* As for output: a file gives any length in one call. */
+	iov_iter_init(&iter, ITER_DEST, vq->iov, c->in,
+		      min_t(size_t, c->len, VHOST_SERIAL_WEIGHT));
 	ret = vhost_serial_backend_read(port->in, &iter);
 	if (ret > 0) {
 		port->rx_bytes += ret;
@@ -1007,8 +1017,9 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 				bool console)
 {
 	size_t len = iov_length(vq->iov, out);
-	struct iov_iter iter;
+	struct iov_iter iter, part;
 	ssize_t ret = -EAGAIN;
+	size_t piece = 0;
 	bool can_write;
 
 	port->tx_offset = min(port->tx_offset, len);
@@ -1018,8 +1029,18 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 	can_write = port->out && !READ_ONCE(port->out_hup) &&
 		    vhost_serial_cbuf_flush(port);
 	if (can_write && iov_iter_count(&iter)) {
-		ret = vhost_serial_backend_write(port->out, &iter);
+		/*
+		 * A regular file takes any length in one call, and a chain
+		 * may be terabytes of the same guest pages: a weight's worth
+		 * per call, the rest on the worker's next run.
+		 */
+		piece = min_t(size_t, iov_iter_count(&iter),
+			      VHOST_SERIAL_WEIGHT);
+		part = iter;
+		iov_iter_truncate(&part, piece);
+		ret = vhost_serial_backend_write(port->out, &part);
 		if (ret > 0) {
+			iov_iter_advance(&iter, ret);
 			port->tx_offset += ret;
 			port->tx_bytes += ret;
 		} else if (ret < 0 && ret != -EAGAIN) {
@@ -1028,7 +1049,8 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 		}
 	}
 	if (port->tx_offset < len) {
-		if (!console) {
+		/* A console keeps what a full backend refused, not the rest. */
+		if (!console || (ret > 0 && (size_t)ret == piece)) {
 			if (can_write && ret != -EPIPE)
 				vhost_serial_bpoll_start(&port->out_poll, port->out);
 			return false;

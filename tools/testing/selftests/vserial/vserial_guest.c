@@ -458,6 +458,7 @@ struct hport {
 	/* host -> guest */
 	bool tx_on;
 	bool tx_count;		/* zeros, not hashed: for the benchmark */
+	bool tx_fill;		/* stop at the first write the socket refuses */
 	int tx_err;
 	uint64_t tx_total, tx_done;
 	struct stream tx_st;
@@ -1044,6 +1045,8 @@ static void hport_tx(struct host *h, struct hport *p)
 				p->tx_err = errno;
 				p->tx_on = false;
 				hlog(h, "%s: write: %s", p->id, strerror(errno));
+			} else if (errno == EAGAIN && p->tx_fill) {
+				p->tx_on = false;
 			}
 			return;
 		}
@@ -1213,9 +1216,10 @@ static void cmd_disconnect(struct host *h, struct request *rq)
 }
 
 /*
- * SEND id bytes seed [count]: stream bytes to the guest in the background;
- * "count" sends zeros and hashes nothing, so that a benchmark measures the
- * channel, not this program.
+ * SEND id bytes seed [count|fill]: stream bytes to the guest in the
+ * background; "count" sends zeros and hashes nothing, so that a benchmark
+ * measures the channel, not this program; "fill" ends the stream at the
+ * first write the full socket refuses (a WAIT then tells how much went).
  */
 static void cmd_send(struct host *h, struct request *rq)
 {
@@ -1230,6 +1234,7 @@ static void cmd_send(struct host *h, struct request *rq)
 	if (!p->tx_buf)
 		p->tx_buf = malloc(HOST_TXBUF);
 	p->tx_count = rq->argc > 3 && !strcmp(rq->argv[3], "count");
+	p->tx_fill = rq->argc > 3 && !strcmp(rq->argv[3], "fill");
 	if (p->tx_buf && p->tx_count)
 		memset(p->tx_buf, 0, HOST_TXBUF);
 	p->tx_total = strtoull(rq->argv[1], NULL, 0);
@@ -1823,9 +1828,13 @@ static void cmd_inject(struct host *h, struct request *rq)
 	reply_status(h, rq, ret, cmd);
 }
 
+/* HELLO: "OK vserial-host", and " vhost=on" if the devices have it. */
 static void cmd_hello(struct host *h, struct request *rq)
 {
-	host_reply(h, rq->tag, "OK vserial-host");
+	bool vhost = h->devopts && strstr(h->devopts, "vhost=on");
+
+	host_reply(h, rq->tag, vhost ? "OK vserial-host vhost=on" :
+				       "OK vserial-host");
 }
 
 static void cmd_bye(struct host *h, struct request *rq)
@@ -3673,6 +3682,40 @@ TEST_F_TIMEOUT(port, host_reconnect_mid_stream_to_guest, 120)
 	EXPECT_EQ(-1, w.mismatch) TH_LOG("byte %lld is wrong", (long long)w.mismatch);
 	ASSERT_EQ(0, host_wait("p2", DATA_TIMEOUT_MS, 0, &res)) TH_LOG("host: %s", host_said);
 	EXPECT_STREQ(res.txsha, w.sha);
+}
+
+/*
+ * The host fills the port's socket and hangs up; then the guest writes,
+ * and its write finds the host gone.  What the host sent still reaches
+ * the guest, whole, before end of file.  QEMU's own device drops what its
+ * chardev had not read once the peer leaves; vhost=on leaves the socket
+ * to the kernel until it has read it to the end.
+ */
+TEST_F_TIMEOUT(port, host_data_outlives_hangup_and_guest_write, 120)
+{
+	struct xfer_result res;
+	static struct worker w;
+	uint64_t sent;
+
+	ASSERT_EQ(0, host_hello(CTL_TIMEOUT_MS)) TH_LOG("host: %s", host_said);
+	if (!strstr(host_said, "vhost=on"))
+		SKIP(return, "QEMU's own device drops what its chardev had not read when the peer leaves");
+	self->fd = open_port("p2", O_RDWR);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
+	/* The guest reads nothing yet: its buffers, then the socket, fill. */
+	ASSERT_HOST("SEND p2 %llu 41 fill", 1024 * MiB);
+	ASSERT_EQ(0, host_wait("p2", 60000, 0, &res)) TH_LOG("host: %s", host_said);
+	sent = res.tx;
+	ASSERT_LT(0, sent);
+	ASSERT_HOST("DISCONNECT p2");
+	ASSERT_EQ(1, write(self->fd, "x", 1)) TH_LOG("write: %s", strerror(errno));
+	ASSERT_EQ(0, worker_start(&w, self->fd, false, 1024 * MiB, 41, true));
+	ASSERT_EQ(0, worker_join(&w, 60000)) TH_LOG("reader never saw end of file");
+	EXPECT_EQ(0, w.err);
+	EXPECT_TRUE(w.eof);
+	EXPECT_EQ(sent, w.done);
+	EXPECT_EQ(-1, w.mismatch) TH_LOG("byte %lld is wrong", (long long)w.mismatch);
 }
 
 /*

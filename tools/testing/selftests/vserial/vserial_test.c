@@ -1106,6 +1106,146 @@ TEST_F(vserial, console_output_never_waits_in_ring)
 	EXPECT_EQ(7 * 4096, st.tx_dropped);
 }
 
+/*
+ * A console whose socket takes part of a buffer: the part it refused is
+ * kept (up to the console buffer) and sent after it, never the part it
+ * took again.
+ */
+TEST_F(vserial, console_output_a_socket_took_in_part_is_not_repeated)
+{
+	const size_t len = 256 * 1024;
+	struct vhost_serial_port_state st;
+	int sv[2], sndbuf = 4096;
+	uint64_t seed = 5;
+	char *buf, *got;
+	struct vs_vq *vq;
+	size_t n = 0, want;
+	ssize_t r;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_create(&self->d, 1, vs_default_features()));
+	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
+	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 1, 1));
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+				SOCK_CLOEXEC, 0, sv));
+	ASSERT_EQ(0, setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+				sizeof(sndbuf)));
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, sv[0]));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	buf = vs_alloc(&self->d, len, 64);
+	got = malloc(len);
+	ASSERT_NE(NULL, buf);
+	ASSERT_NE(NULL, got);
+	vs_pattern(&seed, buf, len);
+	ASSERT_EQ(0, vs_vq_send(vq, buf, len));
+	/* A console's buffer comes back at once, whatever the backend took. */
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	ASSERT_LT(0, st.tx_dropped);
+	want = len - st.tx_dropped;
+	while (n < want) {
+		ASSERT_EQ(0, vs_wait_fd(sv[1], POLLIN, VS_TIMEOUT_MS))
+			TH_LOG("%zu of %zu bytes came", n, want);
+		r = read(sv[1], got + n, len - n);
+		ASSERT_LT(0, r);
+		n += r;
+	}
+	EXPECT_EQ(want, n);
+	EXPECT_EQ(0, memcmp(buf, got, n));
+	free(got);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A receive buffer of no bytes is not the backend's end of file. */
+TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
+{
+	struct vhost_serial_port_state st;
+	struct iovec none, one;
+	int p[2] = { -1, -1 };
+	char *empty, *buf;
+	struct vs_vq *vq;
+	uint32_t len;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, p[0], -1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	vq = &self->d.vqs[vs_rx_vq(0)];
+	empty = vs_alloc(&self->d, 64, 64);
+	buf = vs_alloc(&self->d, 4096, 64);
+	ASSERT_NE(NULL, empty);
+	ASSERT_NE(NULL, buf);
+	none = (struct iovec){ .iov_base = empty, .iov_len = 0 };
+	one = (struct iovec){ .iov_base = buf, .iov_len = 4096 };
+	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &none, 1, empty));
+	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &one, 1, buf));
+	vs_vq_kick(vq);
+	ASSERT_EQ(1, write(p[1], "z", 1));
+
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(empty, vs_vq_get(vq, &len));
+	EXPECT_EQ(0, len);
+	while (!(buf == vs_vq_get(vq, &len)))
+		ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(1, len);
+	EXPECT_EQ('z', buf[0]);
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_HUP);
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_HOST_OPEN);
+	close(p[0]);
+	close(p[1]);
+}
+
+/*
+ * One buffer of 32 MiB (32 descriptors on the same MiB) into a file: the
+ * worker writes it in pieces, letting go of the queue in between, and
+ * every byte lands once, in order.
+ */
+TEST_F(vserial, huge_buffer_goes_to_a_file_whole_in_pieces)
+{
+	const size_t mib = 1024 * 1024, nseg = 32;
+	struct vhost_serial_port_state st;
+	struct iovec iov[32];
+	uint64_t seed = 9;
+	char *buf, *got;
+	struct vs_vq *vq;
+	unsigned int i;
+	int fd;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	fd = syscall(__NR_memfd_create, "vserial-out", 0);
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, fd));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	buf = vs_alloc(&self->d, mib, 64);
+	got = malloc(mib);
+	ASSERT_NE(NULL, buf);
+	ASSERT_NE(NULL, got);
+	vs_pattern(&seed, buf, mib);
+	for (i = 0; i < nseg; i++)
+		iov[i] = (struct iovec){ .iov_base = buf, .iov_len = mib };
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	ASSERT_LE(0, vs_vq_add(vq, iov, nseg, NULL, 0, buf));
+	vs_vq_kick(vq);
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(nseg * mib, st.tx_bytes);
+	EXPECT_EQ(1, st.tx_bufs);
+	EXPECT_EQ((off_t)(nseg * mib), lseek(fd, 0, SEEK_END));
+	for (i = 0; i < nseg; i++) {
+		ASSERT_EQ((ssize_t)mib, pread(fd, got, mib, (off_t)i * mib));
+		EXPECT_EQ(0, memcmp(buf, got, mib)) TH_LOG("MiB %u differs", i);
+	}
+	free(got);
+	close(fd);
+}
+
 /* Open port @port with a fresh socketpair and the guest side opened. */
 static int open_socket_port(struct vs_dev *d, unsigned int port,
 			    struct host_end *h)
