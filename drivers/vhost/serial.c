@@ -1699,6 +1699,16 @@ static void vhost_serial_port_ready(struct vhost_serial_port *port, u16 value)
 	vhost_serial_port_notify(port);
 }
 
+/* The guest no longer has the port ready or open; caller holds port_lock. */
+static void vhost_serial_port_guest_gone(struct vhost_serial_port *port)
+{
+	if (!port->guest_ready && !port->guest_open)
+		return;
+	port->guest_ready = false;
+	WRITE_ONCE(port->guest_open, false);
+	vhost_serial_port_notify(port);
+}
+
 /* Caller holds vs->port_lock. */
 static void vhost_serial_guest_restart(struct vhost_serial *vs)
 {
@@ -1713,11 +1723,7 @@ static void vhost_serial_guest_restart(struct vhost_serial *vs)
 		port->announced = false;
 		port->removed = false;
 		port->ready_owed = 0;
-		if (!port->guest_ready && !port->guest_open)
-			continue;
-		port->guest_ready = false;
-		WRITE_ONCE(port->guest_open, false);
-		vhost_serial_port_notify(port);
+		vhost_serial_port_guest_gone(port);
 	}
 }
 
@@ -2583,12 +2589,11 @@ static void vhost_serial_ring_changed(struct vhost_serial *vs,
 }
 
 /*
- * The guest behind the rings is gone.  Ports, their names and backends
- * belong to the VMM and stay; what the guest had popped, opened or was
- * about to be told goes, so that the next guest starts from DEVICE_READY.
- * Called with the device stopped and flushed.
+ * What the guest had in its rings is gone: zero-copy chains still in
+ * pipes are released without completion, partly written output is not
+ * resumed.  Called with the device stopped and flushed.
  */
-static void vhost_serial_forget_guest(struct vhost_serial *vs)
+static void vhost_serial_drop_guest_output(struct vhost_serial *vs)
 {
 	struct vhost_serial_port *port;
 	u32 i;
@@ -2605,12 +2610,41 @@ static void vhost_serial_forget_guest(struct vhost_serial *vs)
 		port->zc_cur = NULL;
 		vhost_serial_unlock_port_vqs(port);
 	}
+}
+
+/*
+ * The guest behind the rings is gone.  Ports, their names and backends
+ * belong to the VMM and stay; what the guest had popped, opened or was
+ * about to be told goes, so that the next guest starts from DEVICE_READY.
+ * Called with the device stopped and flushed.
+ */
+static void vhost_serial_forget_guest(struct vhost_serial *vs)
+{
+	vhost_serial_drop_guest_output(vs);
 	mutex_lock(&vs->port_lock);
 	if (vs->guest_ready)
 		vhost_serial_guest_restart(vs);
 	vs->guest_ready = false;
 	mutex_unlock(&vs->port_lock);
 	vhost_serial_ctrl_flush_pending(vs);
+}
+
+/*
+ * The VMM reset the device.  A driver restoring from a freeze asks for its
+ * ports again with PORT_READY (and PORT_OPEN for those it has open),
+ * without DEVICE_READY: the ports stay announced and messages queued for
+ * the guest stay queued.  A new driver's DEVICE_READY starts over anyway.
+ * Called with the device stopped and flushed.
+ */
+static void vhost_serial_guest_reset(struct vhost_serial *vs)
+{
+	u32 i;
+
+	vhost_serial_drop_guest_output(vs);
+	mutex_lock(&vs->port_lock);
+	for (i = 0; i < vs->nr_ports; i++)
+		vhost_serial_port_guest_gone(&vs->ports[i]);
+	mutex_unlock(&vs->port_lock);
 }
 
 /* VHOST_SERIAL_RESET_GUEST: the VMM reset the device; the owner stays. */
@@ -2627,7 +2661,7 @@ static long vhost_serial_reset_guest(struct vhost_serial *vs)
 		goto out_unlock;
 	}
 	vhost_dev_flush(&vs->dev);
-	vhost_serial_forget_guest(vs);
+	vhost_serial_guest_reset(vs);
 out_unlock:
 	mutex_unlock(&vs->dev.mutex);
 	return ret;

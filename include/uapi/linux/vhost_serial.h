@@ -230,15 +230,17 @@ struct vhost_serial_resize {
 
 /*
  * VHOST_SERIAL_RESET_GUEST: the virtio device was reset (the guest
- * rebooted, or its driver went away).  The device forgets the guest as a
- * new driver's DEVICE_READY would make it, but before the next driver can
- * see anything of the old one: which ports the guest had ready and open,
- * control messages queued for it, output of which only a part was
- * written, zero-copy chains still in pipes (their pages are released
- * without completing them).  Ports, their names and backends stay.  Only
- * on a stopped device (EBUSY while running).  Without it, a ring set up
- * at other addresses, of another size or at another position is taken as
- * a new guest's.
+ * rebooted, froze, or its driver went away).  What the guest had in its
+ * rings goes: output of which only a part was written, zero-copy chains
+ * still in pipes (their pages are released without completing them); and
+ * every port counts as neither ready nor open, as the port eventfds tell.
+ * The ports stay announced and control messages queued for the guest stay
+ * queued: a driver restoring from a freeze asks for its ports again with
+ * PORT_READY (and PORT_OPEN) without DEVICE_READY; a new driver's
+ * DEVICE_READY starts over.  Ports, names and backends stay.  Only on a
+ * stopped device (EBUSY while running).  Without it, only a ring set up at
+ * other addresses, of another size or at another position is taken as
+ * another guest's.
  */
 #define VHOST_SERIAL_RESET_GUEST _IO(VHOST_VIRTIO, 0xC8)
 

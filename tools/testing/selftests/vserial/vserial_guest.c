@@ -1021,6 +1021,18 @@ static void hport_rx(struct host *h, struct hport *p)
 	}
 }
 
+/*
+ * Whether a write would be taken now: a Unix socket stops saying so while
+ * more than a quarter of its send buffer is in flight, before a write
+ * would fail.
+ */
+static bool fd_writable(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
+}
+
 static void hport_tx(struct host *h, struct hport *p)
 {
 	ssize_t r;
@@ -1053,6 +1065,8 @@ static void hport_tx(struct host *h, struct hport *p)
 		p->tx_off += r;
 		p->tx_done += r;
 	}
+	if (p->tx_fill && p->tx_on && !fd_writable(p->fd))
+		p->tx_on = false;
 }
 
 /* -- pending replies (WAIT, FIND) -- */
@@ -1218,11 +1232,13 @@ static void cmd_disconnect(struct host *h, struct request *rq)
 /*
  * SEND id bytes seed [count|fill]: stream bytes to the guest in the
  * background; "count" sends zeros and hashes nothing, so that a benchmark
- * measures the channel, not this program; "fill" ends the stream at the
- * first write the full socket refuses (a WAIT then tells how much went).
+ * measures the channel, not this program; "fill" ends the stream once
+ * the socket, given a large send buffer, takes no more for now (a WAIT
+ * then tells how much went).
  */
 static void cmd_send(struct host *h, struct request *rq)
 {
+	static const int fill_sndbuf = 8 * 1024 * 1024;
 	struct hport *p = req_port(h, rq, false);
 
 	if (!p)
@@ -1235,6 +1251,10 @@ static void cmd_send(struct host *h, struct request *rq)
 		p->tx_buf = malloc(HOST_TXBUF);
 	p->tx_count = rq->argc > 3 && !strcmp(rq->argv[3], "count");
 	p->tx_fill = rq->argc > 3 && !strcmp(rq->argv[3], "fill");
+	/* Room for more than a guest's receive buffers hold (root only). */
+	if (p->tx_fill)
+		setsockopt(p->fd, SOL_SOCKET, SO_SNDBUFFORCE, &fill_sndbuf,
+			   sizeof(fill_sndbuf));
 	if (p->tx_buf && p->tx_count)
 		memset(p->tx_buf, 0, HOST_TXBUF);
 	p->tx_total = strtoull(rq->argv[1], NULL, 0);
@@ -3685,11 +3705,12 @@ TEST_F_TIMEOUT(port, host_reconnect_mid_stream_to_guest, 120)
 }
 
 /*
- * The host fills the port's socket and hangs up; then the guest writes,
- * and its write finds the host gone.  What the host sent still reaches
- * the guest, whole, before end of file.  QEMU's own device drops what its
- * chardev had not read once the peer leaves; vhost=on leaves the socket
- * to the kernel until it has read it to the end.
+ * The host fills the port's socket while the guest has the port closed,
+ * and hangs up.  The guest opens the port and writes first: its write
+ * finds the host gone.  What the host sent still reaches the guest, whole,
+ * before end of file.  QEMU's own device drops what its chardev had not
+ * read once the peer leaves; vhost=on leaves the socket to the kernel
+ * until it has read it to the end.
  */
 TEST_F_TIMEOUT(port, host_data_outlives_hangup_and_guest_write, 120)
 {
@@ -3700,18 +3721,24 @@ TEST_F_TIMEOUT(port, host_data_outlives_hangup_and_guest_write, 120)
 	ASSERT_EQ(0, host_hello(CTL_TIMEOUT_MS)) TH_LOG("host: %s", host_said);
 	if (!strstr(host_said, "vhost=on"))
 		SKIP(return, "QEMU's own device drops what its chardev had not read when the peer leaves");
-	self->fd = open_port("p2", O_RDWR);
-	ASSERT_LE(0, self->fd);
-	ASSERT_EQ(0, connect_host("p2", self->fd)) TH_LOG("host: %s", host_said);
-	/* The guest reads nothing yet: its buffers, then the socket, fill. */
+	ASSERT_EQ(0, connect_host("p2", -1)) TH_LOG("host: %s", host_said);
+	/* Nobody has the port open: everything stays in the socket. */
 	ASSERT_HOST("SEND p2 %llu 41 fill", 1024 * MiB);
 	ASSERT_EQ(0, host_wait("p2", 60000, 0, &res)) TH_LOG("host: %s", host_said);
 	sent = res.tx;
 	ASSERT_LT(0, sent);
 	ASSERT_HOST("DISCONNECT p2");
+
+	self->fd = open_port("p2", O_RDWR | O_NONBLOCK);
+	ASSERT_LE(0, self->fd);
+	/* Until the kernel has read the socket to its end, the host is there. */
+	ASSERT_EQ(0, wait_host_state(self->fd, true, STATE_TIMEOUT_MS));
 	ASSERT_EQ(1, write(self->fd, "x", 1)) TH_LOG("write: %s", strerror(errno));
+	ASSERT_EQ(0, fcntl(self->fd, F_SETFL, 0));
 	ASSERT_EQ(0, worker_start(&w, self->fd, false, 1024 * MiB, 41, true));
-	ASSERT_EQ(0, worker_join(&w, 60000)) TH_LOG("reader never saw end of file");
+	ASSERT_EQ(0, worker_join(&w, 30000))
+		TH_LOG("reader never saw end of file: %llu of %llu bytes",
+		       (unsigned long long)w.done, (unsigned long long)sent);
 	EXPECT_EQ(0, w.err);
 	EXPECT_TRUE(w.eof);
 	EXPECT_EQ(sent, w.done);
