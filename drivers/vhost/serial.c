@@ -12,6 +12,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bvec.h>
+#include <linux/cred.h>
 #include <linux/debugfs.h>
 #include <linux/eventfd.h>
 #include <linux/file.h>
@@ -205,6 +206,12 @@ struct vhost_serial {
 	struct mutex init_lock;	/* serialises SET_NUM_PORTS */
 
 	bool running;		/* guarded by dev.mutex */
+	/*
+	 * The owner's credentials, for the worker's I/O on backends: a
+	 * kthread worker (6.1, or vhost's fork_from_owner_default=0) runs
+	 * as the kernel, and a peer or a file would see root.
+	 */
+	const struct cred *owner_cred;	/* set and cleared under dev.mutex */
 
 	/* Port control state; nests inside vq mutexes. */
 	struct mutex port_lock;
@@ -924,9 +931,12 @@ static void vhost_serial_handle_rx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_rx_vq(port);
 
+	const struct cred *old;
+
 	mutex_lock(&vq->mutex);
 	if (!vhost_vq_get_backend(vq) || !port->in || READ_ONCE(port->in_hup))
 		goto out_unlock;
+	old = override_creds(port->vs->owner_cred);
 	if (vhost_serial_guest_listens(port, vq))
 		vhost_serial_run_queue(vq, &vhost_serial_rx_ops, port);
 	/* Nobody reads, or no buffers: still notice an idle hang-up. */
@@ -934,6 +944,7 @@ static void vhost_serial_handle_rx(struct vhost_serial_port *port)
 	    (!vhost_serial_guest_listens(port, vq) ||
 	     vhost_vq_avail_empty(vq->dev, vq)))
 		vhost_serial_hangup(port, true);
+	revert_creds(old);
 out_unlock:
 	mutex_unlock(&vq->mutex);
 }
@@ -1576,11 +1587,13 @@ static void vhost_serial_legacy_misuse(struct vhost_serial_port *port,
 static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_tx_vq(port);
+	const struct cred *old;
 	bool console;
 
 	mutex_lock(&vq->mutex);
 	if (!vhost_vq_get_backend(vq))
 		goto out_unlock;
+	old = override_creds(port->vs->owner_cred);
 	/* A removed port's output goes nowhere, as with QEMU's device. */
 	if (port->tx_stale) {
 		vhost_serial_tx_discard(port, vq);
@@ -1593,19 +1606,21 @@ static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 			port->tx_stale = false;
 	}
 	if (port->tx_stale || !READ_ONCE(port->present))
-		goto out_unlock;
+		goto out_creds;
 	if (unlikely(!vhost_serial_multiport(vq) && port->id)) {
 		vhost_serial_legacy_misuse(port, vq);
-		goto out_unlock;
+		goto out_creds;
 	}
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
 	if (console)
 		vhost_serial_cbuf_flush(port);
 	if (!vhost_serial_zc_flush(port))
-		goto out_unlock;
+		goto out_creds;
 	/* Generic ports keep output in the ring until a backend comes. */
 	if (console || (port->out && !READ_ONCE(port->out_hup)))
 		vhost_serial_run_queue(vq, &vhost_serial_tx_ops, port);
+out_creds:
+	revert_creds(old);
 out_unlock:
 	mutex_unlock(&vq->mutex);
 }
@@ -2200,11 +2215,14 @@ static long vhost_serial_set_backend(struct vhost_serial *vs,
 	vhost_serial_lock_port_vqs(port);
 	vhost_serial_swap_backend(port, &in, &out,
 				  b->flags & VHOST_SERIAL_BACKEND_F_ZEROCOPY);
-	vhost_serial_unlock_port_vqs(port);
-
+	/*
+	 * Before the worker may find the new backend hung up: its PORT_OPEN 0
+	 * must come after this PORT_OPEN 1, not before.
+	 */
 	mutex_lock(&vs->port_lock);
 	vhost_serial_set_host_open(port, port->in || port->out);
 	mutex_unlock(&vs->port_lock);
+	vhost_serial_unlock_port_vqs(port);
 	/* Guest output waiting in the ring, or input waiting in the backend. */
 	vhost_serial_kick_port(port);
 out_unlock:
@@ -2695,6 +2713,8 @@ static long vhost_serial_reset_owner(struct vhost_serial *vs)
 	vhost_dev_stop(&vs->dev);
 	vhost_serial_forget_guest(vs);
 	vhost_dev_reset_owner(&vs->dev, umem);
+	put_cred(vs->owner_cred);
+	vs->owner_cred = NULL;
 out_unlock:
 	mutex_unlock(&vs->dev.mutex);
 	return ret;
@@ -2722,6 +2742,8 @@ static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 		ret = vhost_serial_worker_ioctl(&vs->dev, ioctl, argp);
 	} else {
 		ret = vhost_dev_ioctl(&vs->dev, ioctl, argp);
+		if (!ret && ioctl == VHOST_SET_OWNER)
+			vs->owner_cred = get_current_cred();
 		if (ret == -ENOIOCTLCMD) {
 			vq = vhost_serial_ring_ioctl_vq(vs, ioctl, argp);
 			if (vq)
@@ -3030,6 +3052,8 @@ static int vhost_serial_dev_release(struct inode *inode, struct file *f)
 		vhost_serial_ctrl_flush_pending(vs);
 		vhost_serial_release_ports(vs);
 		vhost_dev_cleanup(&vs->dev);
+		if (vs->owner_cred)
+			put_cred(vs->owner_cred);
 		kvfree(vs->logs);
 		kvfree(vs->ports);
 		kvfree(vs->vq_ptrs);

@@ -1158,6 +1158,38 @@ TEST_F(vserial, console_output_a_socket_took_in_part_is_not_repeated)
 	close(sv[1]);
 }
 
+/*
+ * A backend that has hung up already when it is attached: the guest hears
+ * the host connect, then hang up, in that order, every time, and the
+ * state agrees.  (The worker may find the hang-up before the attach has
+ * said anything.)
+ */
+TEST_F(vserial, backend_dead_on_attach_ends_as_hung_up)
+{
+	struct vhost_serial_port_state st;
+	unsigned int i;
+	int sv[2];
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	for (i = 0; i < 50; i++) {
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+					SOCK_CLOEXEC, 0, sv));
+		close(sv[1]);
+		ASSERT_EQ(0, vs_set_backend(&self->d, 0, sv[0], sv[0]));
+		close(sv[0]);
+		ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1))
+			TH_LOG("round %u", i);
+		ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 0))
+			TH_LOG("round %u", i);
+		ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+		EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_HUP);
+		EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_HOST_OPEN);
+		ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, -1));
+	}
+}
+
 /* A receive buffer of no bytes is not the backend's end of file. */
 TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 {
@@ -1244,6 +1276,77 @@ TEST_F(vserial, huge_buffer_goes_to_a_file_whole_in_pieces)
 	}
 	free(got);
 	close(fd);
+}
+
+/*
+ * A device owned by an unprivileged process: its port writes one byte to
+ * a socket whose peer asks for credentials.  0 when the peer saw the
+ * owner's, else the step that failed.
+ */
+static int owner_creds_child(struct vs_dev *d, struct vs_port_info *info)
+{
+	const uid_t nobody = 65534;
+	char cbuf[CMSG_SPACE(sizeof(struct ucred))], c;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *cm;
+	struct ucred uc;
+	int sv[2], on = 1;
+
+	if (vs_open(d, 2))
+		return 10;
+	if (setresgid(nobody, nobody, nobody) ||
+	    setresuid(nobody, nobody, nobody))
+		return 11;
+	if (vs_setup(d, vs_default_features(), VS_RING_NUM) || vs_start(d))
+		return 12;
+	if (vs_add_port(d, 0, "port0", false) || vs_handshake(d, info, 1, 1))
+		return 13;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		       sv) ||
+	    setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)))
+		return 14;
+	if (vs_set_backend(d, 0, sv[0], sv[0]) ||
+	    expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1) ||
+	    vs_guest_open(d, 0, true))
+		return 15;
+	if (queue_tx(d, 0, 1, 'q') || vs_wait_fd(sv[1], POLLIN, VS_TIMEOUT_MS))
+		return 16;
+	if (recvmsg(sv[1], &msg, 0) != 1)
+		return 17;
+	cm = CMSG_FIRSTHDR(&msg);
+	if (!cm || cm->cmsg_level != SOL_SOCKET ||
+	    cm->cmsg_type != SCM_CREDENTIALS)
+		return 18;
+	memcpy(&uc, CMSG_DATA(cm), sizeof(uc));
+	if (uc.uid != nobody || uc.gid != nobody)
+		return 19;
+	return 0;
+}
+
+/*
+ * The worker reads and writes backends as the device's owner: a kthread
+ * worker (6.1) runs as the kernel, and without the owner's credentials a
+ * peer or a file would see root.
+ */
+TEST_F(vserial, backend_sees_the_owners_credentials)
+{
+	int status;
+	pid_t pid;
+
+	REQUIRE_DEVICE();
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid)
+		_exit(owner_creds_child(&self->d, self->info));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(0, WEXITSTATUS(status))
+		TH_LOG("step %d failed (19: the peer saw other credentials)",
+		       WEXITSTATUS(status));
 }
 
 /* Open port @port with a fresh socketpair and the guest side opened. */
@@ -1727,6 +1830,36 @@ TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
 	close(p[1]);
 }
 
+/* VHOST_SET_VRING_ADDR of queue @index with the addresses it has. */
+static int set_ring_addr_again(struct vs_dev *d, unsigned int index)
+{
+	struct vs_vq *vq = &d->vqs[index];
+	struct vhost_vring_addr addr = {
+		.index = index,
+		.desc_user_addr = (uintptr_t)vq->desc,
+		.avail_user_addr = (uintptr_t)vq->avail,
+		.used_user_addr = (uintptr_t)vq->used,
+	};
+
+	return vs_ioctl(d, VHOST_SET_VRING_ADDR, &addr);
+}
+
+/* Reads guest buffer @buf out of pipe @rd: then it must come back. */
+static int zc_read_then_returned(struct vs_vq *vq, int rd, const char *buf,
+				 char *got)
+{
+	int ret = zc_read(rd, got, ZC_BUF);
+
+	if (ret)
+		return ret;
+	if (memcmp(buf, got, ZC_BUF))
+		return -EBADMSG;
+	ret = vs_vq_wait(vq, VS_TIMEOUT_MS);
+	if (ret)
+		return ret;
+	return vs_vq_get(vq, NULL) == buf ? 0 : -ENOENT;
+}
+
 /*
  * A VMM sets a running ring's addresses again to switch on the used ring's
  * dirty logging: a chain in the pipe still comes back to the guest.
@@ -1734,23 +1867,13 @@ TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
 TEST_F(vserial, zerocopy_chain_survives_ring_addresses_set_again)
 {
 	char *buf = NULL, *got = NULL;
-	struct vhost_vring_addr addr;
 	int p[2] = { -1, -1 };
-	struct vs_vq *vq;
 
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, zc_one_in_pipe(&self->d, self->info, p, 23, &buf, &got));
-	vq = &self->d.vqs[vs_tx_vq(0)];
-	memset(&addr, 0, sizeof(addr));
-	addr.index = vs_tx_vq(0);
-	addr.desc_user_addr = (uintptr_t)vq->desc;
-	addr.avail_user_addr = (uintptr_t)vq->avail;
-	addr.used_user_addr = (uintptr_t)vq->used;
-	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_ADDR, &addr));
-	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
-	EXPECT_EQ(0, memcmp(buf, got, ZC_BUF));
-	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
-	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	ASSERT_EQ(0, set_ring_addr_again(&self->d, vs_tx_vq(0)));
+	EXPECT_EQ(0, zc_read_then_returned(&self->d.vqs[vs_tx_vq(0)], p[0],
+					   buf, got));
 	free(got);
 	close(p[0]);
 	close(p[1]);
@@ -1763,7 +1886,6 @@ TEST_F(vserial, zerocopy_chain_survives_ring_addresses_set_again)
 TEST_F(vserial, zerocopy_chain_survives_a_pause)
 {
 	struct vhost_vring_state state = { .index = vs_tx_vq(0) };
-	struct vhost_vring_addr addr = { .index = vs_tx_vq(0) };
 	char *buf = NULL, *got = NULL;
 	int p[2] = { -1, -1 };
 	struct vs_vq *vq;
@@ -1779,17 +1901,10 @@ TEST_F(vserial, zerocopy_chain_survives_a_pause)
 	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_NUM, &state));
 	state.num = 1;
 	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_BASE, &state));
-	addr.desc_user_addr = (uintptr_t)vq->desc;
-	addr.avail_user_addr = (uintptr_t)vq->avail;
-	addr.used_user_addr = (uintptr_t)vq->used;
-	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SET_VRING_ADDR, &addr));
+	ASSERT_EQ(0, set_ring_addr_again(&self->d, vs_tx_vq(0)));
 	run = 1;
 	ASSERT_EQ(0, vs_ioctl(&self->d, VHOST_SERIAL_SET_RUNNING, &run));
-
-	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
-	EXPECT_EQ(0, memcmp(buf, got, ZC_BUF));
-	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
-	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	EXPECT_EQ(0, zc_read_then_returned(vq, p[0], buf, got));
 	free(got);
 	close(p[0]);
 	close(p[1]);
