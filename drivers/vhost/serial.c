@@ -2955,12 +2955,15 @@ static ssize_t vhost_serial_inject_write(struct file *f, const char __user *ubuf
 	cmd = strsep(&args, " ");
 	if (!args)
 		return -EINVAL;
+	/* As for an ioctl: RESET_OWNER must not free the worker meanwhile. */
+	mutex_lock(&vs->dev.mutex);
 	if (!strcmp(cmd, "ctrl"))
 		ret = vhost_serial_inject_ctrl(vs, args);
 	else if (!strcmp(cmd, "used_extra"))
 		ret = vhost_serial_inject_used_extra(vs, args);
 	else
 		ret = -EINVAL;
+	mutex_unlock(&vs->dev.mutex);
 	return ret ? ret : count;
 }
 
