@@ -970,6 +970,13 @@ static void vhost_serial_in_poll_work(struct vhost_work *work)
 
 /* ---- guest to host ------------------------------------------------------- */
 
+/* Wake the port's transmit work when its backend takes output again. */
+static void vhost_serial_wait_out(struct vhost_serial_port *port)
+{
+	if (port->out && !READ_ONCE(port->out_hup))
+		vhost_serial_bpoll_start(&port->out_poll, port->out);
+}
+
 /* Push buffered console output to the backend; true when it is all out. */
 static bool vhost_serial_cbuf_flush(struct vhost_serial_port *port)
 {
@@ -1060,15 +1067,15 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 		}
 	}
 	if (port->tx_offset < len) {
+		/*
+		 * Also when console output left from before keeps the backend
+		 * full: nothing else would wake the port once it drains.
+		 */
+		vhost_serial_wait_out(port);
 		/* A console keeps what a full backend refused, not the rest. */
-		if (!console || (ret > 0 && (size_t)ret == piece)) {
-			if (can_write && ret != -EPIPE)
-				vhost_serial_bpoll_start(&port->out_poll, port->out);
+		if (!console || (ret > 0 && (size_t)ret == piece))
 			return false;
-		}
 		vhost_serial_cbuf_stash(port, &iter);
-		if (port->out && !READ_ONCE(port->out_hup))
-			vhost_serial_bpoll_start(&port->out_poll, port->out);
 	}
 	port->tx_offset = 0;
 	port->tx_bufs++;
@@ -1612,8 +1619,14 @@ static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 		goto out_creds;
 	}
 	console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
-	if (console)
-		vhost_serial_cbuf_flush(port);
+	/*
+	 * Console output kept from before, also of a port 0 that is no
+	 * console since the guest's driver started over: with an empty ring
+	 * only the backend's wake-up brings the port back here (after a
+	 * stop, none is registered).
+	 */
+	if (!vhost_serial_cbuf_flush(port))
+		vhost_serial_wait_out(port);
 	if (!vhost_serial_zc_flush(port))
 		goto out_creds;
 	/* Generic ports keep output in the ring until a backend comes. */

@@ -1109,30 +1109,33 @@ TEST_F(vserial, console_output_never_waits_in_ring)
 /*
  * A console whose socket takes part of a buffer: the part it refused is
  * kept (up to the console buffer) and sent after it, never the part it
- * took again.
+ * took again.  With @pause the device is stopped and started while the
+ * socket is full: the kept part must still go out once it drains, though
+ * the guest writes nothing more.
  */
-TEST_F(vserial, console_output_a_socket_took_in_part_is_not_repeated)
+static void console_partial_write(struct __test_metadata *_metadata,
+				  struct vs_dev *d, struct vs_port_info *info,
+				  bool pause)
 {
 	const size_t len = 256 * 1024;
 	struct vhost_serial_port_state st;
-	int sv[2], sndbuf = 4096;
+	int sv[2], sndbuf = 4096, run = 0;
 	uint64_t seed = 5;
 	char *buf, *got;
 	struct vs_vq *vq;
 	size_t n = 0, want;
 	ssize_t r;
 
-	REQUIRE_DEVICE();
-	ASSERT_EQ(0, vs_create(&self->d, 1, vs_default_features()));
-	ASSERT_EQ(0, vs_add_port(&self->d, 0, "", true));
-	ASSERT_EQ(0, vs_handshake(&self->d, self->info, 1, 1));
+	ASSERT_EQ(0, vs_create(d, 1, vs_default_features()));
+	ASSERT_EQ(0, vs_add_port(d, 0, "", true));
+	ASSERT_EQ(0, vs_handshake(d, info, 1, 1));
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
 				SOCK_CLOEXEC, 0, sv));
 	ASSERT_EQ(0, setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf,
 				sizeof(sndbuf)));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, sv[0]));
-	vq = &self->d.vqs[vs_tx_vq(0)];
-	buf = vs_alloc(&self->d, len, 64);
+	ASSERT_EQ(0, vs_set_backend(d, 0, -1, sv[0]));
+	vq = &d->vqs[vs_tx_vq(0)];
+	buf = vs_alloc(d, len, 64);
 	got = malloc(len);
 	ASSERT_NE(NULL, buf);
 	ASSERT_NE(NULL, got);
@@ -1141,9 +1144,13 @@ TEST_F(vserial, console_output_a_socket_took_in_part_is_not_repeated)
 	/* A console's buffer comes back at once, whatever the backend took. */
 	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
 	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
-	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	ASSERT_EQ(0, vs_port_state(d, 0, &st));
 	ASSERT_LT(0, st.tx_dropped);
 	want = len - st.tx_dropped;
+	if (pause) {
+		ASSERT_EQ(0, vs_ioctl(d, VHOST_SERIAL_SET_RUNNING, &run));
+		ASSERT_EQ(0, vs_start(d));
+	}
 	while (n < want) {
 		ASSERT_EQ(0, vs_wait_fd(sv[1], POLLIN, VS_TIMEOUT_MS))
 			TH_LOG("%zu of %zu bytes came", n, want);
@@ -1156,6 +1163,18 @@ TEST_F(vserial, console_output_a_socket_took_in_part_is_not_repeated)
 	free(got);
 	close(sv[0]);
 	close(sv[1]);
+}
+
+TEST_F(vserial, console_output_a_socket_took_in_part_is_not_repeated)
+{
+	REQUIRE_DEVICE();
+	console_partial_write(_metadata, &self->d, self->info, false);
+}
+
+TEST_F(vserial, console_output_kept_through_a_pause_goes_out)
+{
+	REQUIRE_DEVICE();
+	console_partial_write(_metadata, &self->d, self->info, true);
 }
 
 /*
