@@ -799,6 +799,21 @@ static bool vhost_serial_file_ok(struct file *file)
 	return file->f_flags & O_NONBLOCK;
 }
 
+/*
+ * O_NONBLOCK is a flag of the open file, which whoever shares it may clear
+ * between our check and the I/O.  Where the file supports it (pipes on
+ * newer kernels), the I/O itself is told not to sleep.  Not for regular
+ * files: they report ready to poll, and one that has to wait for its
+ * storage would have the worker retry at once, again and again.
+ */
+static rwf_t vhost_serial_rw_flags(struct file *file)
+{
+	if (!S_ISREG(file_inode(file)->i_mode) &&
+	    (file->f_mode & FMODE_NOWAIT))
+		return RWF_NOWAIT;
+	return 0;
+}
+
 static ssize_t vhost_serial_backend_read(struct file *file,
 					 struct iov_iter *to)
 {
@@ -814,7 +829,7 @@ static ssize_t vhost_serial_backend_read(struct file *file,
 	if (!vhost_serial_file_ok(file))
 		return -EINVAL;
 	pos = file->f_pos;
-	ret = vfs_iter_read(file, to, &pos, 0);
+	ret = vfs_iter_read(file, to, &pos, vhost_serial_rw_flags(file));
 	if (ret > 0)
 		file->f_pos = pos;
 	return ret;
@@ -838,7 +853,7 @@ static ssize_t vhost_serial_backend_write(struct file *file,
 	if (vfs_poll(file, NULL) & EPOLLERR)
 		return -EPIPE;
 	pos = file->f_pos;
-	ret = vfs_iter_write(file, from, &pos, 0);
+	ret = vfs_iter_write(file, from, &pos, vhost_serial_rw_flags(file));
 	if (ret > 0)
 		file->f_pos = pos;
 	return ret;
@@ -2175,11 +2190,14 @@ out_unlock:
 /*
  * @mode is FMODE_READ or FMODE_WRITE.  A file that cannot be read or
  * written (a vhost device's own file, say) is refused: besides being of no
- * use, holding it could keep it alive forever.
+ * use, holding it could keep it alive forever.  So is a socket that is not
+ * a byte stream: a datagram larger than the guest's buffer would lose its
+ * tail, and an empty one would read as the peer's hang-up.
  */
 static struct file *vhost_serial_get_file(int fd, fmode_t mode)
 {
 	fmode_t can = mode == FMODE_READ ? FMODE_CAN_READ : FMODE_CAN_WRITE;
+	struct socket *sock;
 	struct file *file;
 
 	if (fd == -1)
@@ -2187,8 +2205,10 @@ static struct file *vhost_serial_get_file(int fd, fmode_t mode)
 	file = fget(fd);
 	if (!file)
 		return ERR_PTR(-EBADF);
+	sock = sock_from_file(file);
 	if ((file->f_mode & (mode | can)) != (mode | can) ||
-	    !vhost_serial_file_ok(file)) {
+	    !vhost_serial_file_ok(file) ||
+	    (sock && sock->type != SOCK_STREAM)) {
 		fput(file);
 		return ERR_PTR(-EINVAL);
 	}

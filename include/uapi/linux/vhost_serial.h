@@ -98,17 +98,21 @@ struct vhost_serial_port_config {
  *
  * A socket serves both directions when given as both @in_fd and @out_fd; a
  * pipe pair is given as its two ends; a tty, FIFO or regular file works too.
+ * Sockets must be stream sockets (SOCK_STREAM; EINVAL otherwise): a
+ * datagram longer than the guest's buffer would lose its tail.
  * Descriptors other than sockets and regular files must be in O_NONBLOCK
  * mode (EINVAL otherwise): the worker never sleeps on a backend, it polls.
+ * Clearing O_NONBLOCK afterwards hangs the port up at its next I/O; do not
+ * clear it while the port is in use: on kernels whose pipes cannot be told
+ * per call not to sleep (6.1), and for ttys and FIFOs, an I/O already past
+ * that check may sleep in the worker until the descriptor is ready.
  * A regular file given as @in_fd is read from its current position; as
  * @out_fd it is written at its current position.
  *
  * A pipe whose last reader goes away between the module's check and its
- * write raises SIGPIPE in the device's worker, which on kernels where the
- * worker is a thread of the owner is delivered to the owner's process: an
- * owner that gives pipes as @out_fd should ignore SIGPIPE, as most daemons
- * do.  (Sockets are written with MSG_NOSIGNAL, and zero-copy pipes are
- * checked under the pipe's lock: neither raises it.)
+ * write fails that write with EPIPE, and the port hangs up.  The SIGPIPE
+ * the pipe raises goes to the device's worker, which blocks (vhost task)
+ * or ignores (kernel thread) signals: it never reaches the owner.
  *
  * Attaching means "host connected": the guest is sent PORT_OPEN 1.  Both fds
  * -1 detaches: "host disconnected", PORT_OPEN 0.  The module holds its own

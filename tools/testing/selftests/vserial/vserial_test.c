@@ -1252,6 +1252,46 @@ TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 }
 
 /*
+ * A pipe whose O_NONBLOCK is cleared once attached: its next read hangs
+ * the port up (an error counted, the guest told), the worker does not
+ * sleep in it, and the port takes a new backend.
+ */
+TEST_F(vserial, backend_made_blocking_hangs_up_not_the_worker)
+{
+	struct vhost_serial_port_state st;
+	struct iovec one;
+	int p[2] = { -1, -1 };
+	struct vs_vq *vq;
+	char *buf;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, p[0], -1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	vq = &self->d.vqs[vs_rx_vq(0)];
+	buf = vs_alloc(&self->d, 4096, 64);
+	ASSERT_NE(NULL, buf);
+	one = (struct iovec){ .iov_base = buf, .iov_len = 4096 };
+	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &one, 1, buf));
+	vs_vq_kick(vq);
+	ASSERT_EQ(0, fcntl(p[0], F_SETFL, 0));
+	ASSERT_EQ(1, write(p[1], "z", 1));
+
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 0));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_HUP);
+	EXPECT_LE(1, st.errors);
+	EXPECT_EQ(0, st.rx_bytes);
+	/* Detaching takes the queue's lock: the worker is not asleep. */
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, -1));
+	close(p[0]);
+	close(p[1]);
+	ASSERT_EQ(0, quick_transfer(&self->d, 0));
+}
+
+/*
  * One buffer of 32 MiB (32 descriptors on the same MiB) into a file: the
  * worker writes it in pieces, letting go of the queue in between, and
  * every byte lands once, in order.
@@ -2664,7 +2704,7 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 {
 	struct vhost_serial_backend b = { .id = 0, .in_fd = -1, .out_fd = -1 };
 	struct vhost_serial_port_state st = { .id = 2 };
-	int p[2], blocking[2], efd, self_fd;
+	int p[2], blocking[2], dgram[2], efd, self_fd;
 	uint64_t zero[4] = { 0 };
 
 	REQUIRE_DEVICE();
@@ -2682,6 +2722,17 @@ TEST_F(vserial, set_backend_rejects_bad_fds)
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, p[0]));
 	/* A blocking pipe would put the worker to sleep. */
 	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, blocking[0], -1));
+	/* Datagrams longer than a guest buffer would lose their tails. */
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, dgram));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, dgram[0], dgram[0]));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, -1, dgram[0]));
+	close(dgram[0]);
+	close(dgram[1]);
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+				dgram));
+	EXPECT_EQ(-EINVAL, vs_set_backend(&self->d, 0, dgram[0], -1));
+	close(dgram[0]);
+	close(dgram[1]);
 	/* Not accepted: a device holding its own file would leak. */
 	self_fd = open("/dev/vhost-serial", O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	ASSERT_LE(0, self_fd);
