@@ -12,6 +12,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/bvec.h>
+#include <linux/capability.h>
 #include <linux/cred.h>
 #include <linux/debugfs.h>
 #include <linux/eventfd.h>
@@ -26,6 +27,7 @@
 #include <linux/poll.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/user.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
@@ -119,6 +121,7 @@ struct vhost_serial_zc_hub {
 struct vhost_serial_zc {
 	struct llist_node done;
 	struct vhost_serial_zc_hub *hub;
+	struct user_struct *user;	/* charged for the pins, or NULL */
 	u32 gen;
 	u32 port_id;
 	u16 head;
@@ -212,6 +215,7 @@ struct vhost_serial {
 	 * as the kernel, and a peer or a file would see root.
 	 */
 	const struct cred *owner_cred;	/* set and cleared under dev.mutex */
+	unsigned long zc_memlock;	/* owner's limit in pages, as owner_cred */
 
 	/* Port control state; nests inside vq mutexes. */
 	struct mutex port_lock;
@@ -1158,6 +1162,50 @@ static void vhost_serial_zc_hub_put(struct vhost_serial_zc_hub *hub)
 		call_rcu(&hub->rcu, vhost_serial_zc_hub_free);
 }
 
+/*
+ * Pinned guest pages are locked memory of the owner's user, as io_uring's
+ * registered buffers are: they count against RLIMIT_MEMLOCK across all of
+ * that user's devices, whose chains may outlive them.  A user that may
+ * lock without limit is not charged.  False when the pages would go over
+ * the limit (the chain is then copied).
+ */
+static bool vhost_serial_zc_charge(struct vhost_serial *vs,
+				   struct vhost_serial_zc *zc,
+				   unsigned int npages)
+{
+	struct user_struct *user = vs->owner_cred->user;
+	unsigned long cur;
+
+	if (vs->zc_memlock == ULONG_MAX)
+		return true;
+	cur = atomic_long_read(&user->locked_vm);
+	do {
+		if (npages > vs->zc_memlock || cur > vs->zc_memlock - npages)
+			return false;
+	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur,
+					  cur + npages));
+	zc->user = get_uid(user);
+	return true;
+}
+
+static void vhost_serial_zc_uncharge(struct vhost_serial_zc *zc,
+				     unsigned int npages)
+{
+	if (zc->user)
+		atomic_long_sub(npages, &zc->user->locked_vm);
+}
+
+/* What the owner may lock, taken from the process that becomes owner. */
+static unsigned long vhost_serial_memlock_limit(void)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK);
+
+	if (limit == RLIM_INFINITY ||
+	    ns_capable_noaudit(&init_user_ns, CAP_IPC_LOCK))
+		return ULONG_MAX;
+	return limit >> PAGE_SHIFT;
+}
+
 static void vhost_serial_zc_unpin(struct vhost_serial_zc *zc)
 {
 	unsigned int i;
@@ -1165,6 +1213,7 @@ static void vhost_serial_zc_unpin(struct vhost_serial_zc *zc)
 	for (i = 0; i < zc->nsegs; i++)
 		unpin_user_page(zc->segs[i].bv_page);
 	atomic_sub(zc->nsegs, &zc->hub->pinned);
+	vhost_serial_zc_uncharge(zc, zc->nsegs);
 	zc->nsegs = 0;
 }
 
@@ -1172,6 +1221,8 @@ static void vhost_serial_zc_free(struct vhost_serial_zc *zc)
 {
 	struct vhost_serial_zc_hub *hub = zc->hub;
 
+	if (zc->user)
+		free_uid(zc->user);
 	kvfree(zc);
 	vhost_serial_zc_hub_put(hub);
 }
@@ -1314,7 +1365,7 @@ vhost_serial_zc_pin(struct vhost_serial_port *port, struct vhost_virtqueue *vq,
 	}
 	zc = kvzalloc(struct_size(zc, segs, npages), GFP_KERNEL_ACCOUNT);
 	pages = kmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
-	if (!zc || !pages)
+	if (!zc || !pages || !vhost_serial_zc_charge(port->vs, zc, npages))
 		goto err_free;
 
 	for (i = 0, k = 0; i < c->out; i++) {
@@ -1351,6 +1402,9 @@ err_unpin:
 	pr_warn_ratelimited("port %u: cannot pin guest output for zero copy\n",
 			    port->id);
 	unpin_user_pages(pages, k);
+	vhost_serial_zc_uncharge(zc, npages);
+	if (zc->user)
+		free_uid(zc->user);
 err_free:
 	atomic_sub(npages, &port->vs->zc_hub->pinned);
 	kfree(pages);
@@ -2775,8 +2829,10 @@ static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 		ret = vhost_serial_worker_ioctl(&vs->dev, ioctl, argp);
 	} else {
 		ret = vhost_dev_ioctl(&vs->dev, ioctl, argp);
-		if (!ret && ioctl == VHOST_SET_OWNER)
+		if (!ret && ioctl == VHOST_SET_OWNER) {
 			vs->owner_cred = get_current_cred();
+			vs->zc_memlock = vhost_serial_memlock_limit();
+		}
 		if (ret == -ENOIOCTLCMD) {
 			vq = vhost_serial_ring_ioctl_vq(vs, ioctl, argp);
 			if (vq)

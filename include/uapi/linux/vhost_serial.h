@@ -132,8 +132,12 @@ struct vhost_serial_port_config {
  * it; read the pipe, or splice it to a file, another pipe or /dev/null.
  * tee(2) is allowed; stealing the pages (SPLICE_F_MOVE) is not.  At most
  * 4096 pages per device are pinned at a time, however the pages travel on
- * from our pipe; past that, and for console ports and guest buffers of
- * more than 256 pages, output is copied into the pipe as usual.  Buffers
+ * from our pipe.  Pinned pages are locked memory of the owner's user: they
+ * count against the RLIMIT_MEMLOCK the owner had at VHOST_SET_OWNER, with
+ * whatever else that user has locked this way, until released (an owner
+ * with CAP_IPC_LOCK is not limited).  Past either limit, and for console
+ * ports and guest buffers of more than 256 pages, output is copied into the
+ * pipe as usual.  Buffers
  * the host releases while the device is stopped are returned to the guest
  * when it runs again, unless its rings were set up anew in between (then
  * they belong to a ring that is gone).  Pages in a pipe stay valid after

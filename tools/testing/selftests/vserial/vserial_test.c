@@ -21,10 +21,12 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/capability.h>
 #include <linux/vhost.h>
 #include <linux/vhost_serial.h>
 #include <linux/virtio_config.h>
@@ -1917,6 +1919,72 @@ static int zc_read_then_returned(struct vs_vq *vq, int rd, const char *buf,
 	if (ret)
 		return ret;
 	return vs_vq_get(vq, NULL) == buf ? 0 : -ENOENT;
+}
+
+/* The test's process, from here on, may lock only as RLIMIT_MEMLOCK says. */
+static int lose_cap_ipc_lock(void)
+{
+	struct __user_cap_header_struct h = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+	unsigned int i = CAP_TO_INDEX(CAP_IPC_LOCK);
+
+	if (syscall(SYS_capget, &h, d))
+		return -errno;
+	d[i].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	d[i].permitted &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	d[i].inheritable &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	return syscall(SYS_capset, &h, d) ? -errno : 0;
+}
+
+/*
+ * Pinned pages are locked memory of the owner: with RLIMIT_MEMLOCK room
+ * for one buffer's pages, a second buffer while the first is in the pipe
+ * is copied (back at once), and once the first is released the next goes
+ * by reference again (back only when read).
+ */
+TEST_F(vserial, zerocopy_pins_count_against_memlock)
+{
+	const rlim_t room = ZC_BUF;
+	struct rlimit lim = { .rlim_cur = room, .rlim_max = room };
+	char *a, *b, *c, *got;
+	int p[2] = { -1, -1 };
+	struct vs_vq *vq;
+
+	REQUIRE_DEVICE();
+	/* Taken when the device gets its owner, in zc_port(). */
+	ASSERT_EQ(0, setrlimit(RLIMIT_MEMLOCK, &lim));
+	ASSERT_EQ(0, lose_cap_ipc_lock());
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	got = malloc(2 * ZC_BUF);
+	ASSERT_NE(NULL, got);
+
+	a = zc_queue(&self->d, ZC_BUF, 31);
+	ASSERT_NE(NULL, a);
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+	b = zc_queue(&self->d, ZC_BUF, 32);
+	ASSERT_NE(NULL, b);
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS))
+		TH_LOG("the second buffer was pinned over the limit");
+	EXPECT_EQ(b, vs_vq_get(vq, NULL));
+	EXPECT_EQ(NULL, vs_vq_get(vq, NULL));
+	ASSERT_EQ(0, zc_read(p[0], got, 2 * ZC_BUF));
+	EXPECT_EQ(0, memcmp(a, got, ZC_BUF));
+	EXPECT_EQ(0, memcmp(b, got + ZC_BUF, ZC_BUF));
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	EXPECT_EQ(a, vs_vq_get(vq, NULL));
+
+	c = zc_queue(&self->d, ZC_BUF, 33);
+	ASSERT_NE(NULL, c);
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS))
+		TH_LOG("the released pages were not given back to the limit");
+	EXPECT_EQ(0, zc_read_then_returned(vq, p[0], c, got));
+	free(got);
+	close(p[0]);
+	close(p[1]);
 }
 
 /*
