@@ -9,7 +9,8 @@
 #
 #   - the ports reach the guest with their names (the module announces them)
 #   - a console and a generic port write through file chardevs (descriptors
-#     passed to the kernel)
+#     passed to the kernel); the console's chardev has an input file, which
+#     reaches the guest, and the console's output goes on after it ended
 #   - a pty port relayed through QEMU, one line each way
 #   - a server socket port: a line each way, then 4 MiB the host writes and
 #     closes at once, all of it in the guest (md5 equal); then a second
@@ -85,7 +86,12 @@ p1=$(port_dev org.test.p1)
 p2=$(port_dev org.test.p2)
 p3=$(port_dev org.test.p3)
 
-echo "console-ok" >/dev/hvc0
+# One open of the console for both: a tty's last close drops its input.
+exec 5<>/dev/hvc0
+echo "console-ok" >&5
+read -r -t 120 cin <&5
+echo "L2-CONSOLE-IN $cin"
+exec 5<&-
 echo "hello-file" >"$p2"
 
 exec 4<>"$p3"
@@ -116,6 +122,7 @@ while [ -n "$(port_dev org.test.hp)" ] && [ $i -lt 1500 ]; do
 	i=$((i + 1))
 done
 [ -z "$(port_dev org.test.hp)" ] && echo "L2-UNPLUGGED"
+echo "console-late" >/dev/hvc0
 echo "L2-DONE"
 poweroff -f
 EOT
@@ -279,12 +286,13 @@ check() {
 has() { tr -d '\r' <"$1" | grep -qx "$2"; echo $?; }
 
 [ -c /dev/vhost-serial ] || { echo "not ok - /dev/vhost-serial"; exit 1; }
+echo console-input >/tmp/c0.in
 "$QEMU" -accel tcg -m 512 -smp 1 -nodefaults -display none -no-reboot \
 	-serial file:/tmp/l2.log -kernel "$W/kernel" -initrd "$W/l2.cpio" \
 	-append "console=ttyS0 panic=-1 quiet $L2_APPEND" \
 	-qmp unix:/tmp/qmp.sock,server=on,wait=off \
 	-device virtio-serial-pci,id=vser0,vhost=on \
-	-chardev file,id=c0,path=/tmp/c0.out \
+	-chardev file,id=c0,path=/tmp/c0.out,input-path=/tmp/c0.in \
 	-device virtconsole,bus=vser0.0,chardev=c0,name=org.test.console,id=con0 \
 	-chardev socket,id=p1,path=/tmp/p1.sock,server=on,wait=off \
 	-device virtserialport,bus=vser0.0,chardev=p1,name=org.test.p1,id=port1 \
@@ -311,6 +319,10 @@ for p in org.test.console org.test.p1 org.test.p2 org.test.p3; do
 	check "port $p announced" "$(has $L2 "L2-PORT $p")"
 done
 check "console through a file chardev" "$(has /tmp/c0.out console-ok)"
+check "console input from the chardev's input file" \
+	"$(has $L2 'L2-CONSOLE-IN console-input')"
+check "console output after its input ended" \
+	"$(has /tmp/c0.out console-late)"
 check "port through a file chardev" "$(has /tmp/p2.out hello-file)"
 check "relayed pty, guest to host" "$(has $H 'HOST-RELAY relay-out')"
 check "relayed pty, host to guest" "$(has $L2 'L2-RELAY relay-in')"
