@@ -805,17 +805,44 @@ static bool vhost_serial_file_ok(struct file *file)
 
 /*
  * O_NONBLOCK is a flag of the open file, which whoever shares it may clear
- * between our check and the I/O.  Where the file supports it (pipes on
- * newer kernels), the I/O itself is told not to sleep.  Not for regular
- * files: they report ready to poll, and one that has to wait for its
- * storage would have the worker retry at once, again and again.
+ * between our check and the I/O.  Pipes that support it (6.12) are told
+ * per call not to sleep as well.  Only pipes: a block device refuses
+ * buffered writes so, and its reads would wait for a poll that never
+ * comes; a regular file would have the worker retry at once, again and
+ * again, until its storage answers.
  */
 static rwf_t vhost_serial_rw_flags(struct file *file)
 {
-	if (!S_ISREG(file_inode(file)->i_mode) &&
+	if (S_ISFIFO(file_inode(file)->i_mode) &&
 	    (file->f_mode & FMODE_NOWAIT))
 		return RWF_NOWAIT;
 	return 0;
+}
+
+/* Backend I/O on anything but a socket, at the file's position. */
+static ssize_t vhost_serial_file_io(struct file *file, struct iov_iter *iter,
+				    bool write)
+{
+	rwf_t flags = vhost_serial_rw_flags(file);
+	loff_t pos = file->f_pos;
+	ssize_t ret;
+
+	if (!vhost_serial_file_ok(file))
+		return -EINVAL;
+	for (;;) {
+		ret = write ? vfs_iter_write(file, iter, &pos, flags) :
+			      vfs_iter_read(file, iter, &pos, flags);
+		/*
+		 * splice(2) on the pipe may have cleared FMODE_NOWAIT since
+		 * we looked; the call then did nothing.  O_NONBLOCK holds.
+		 */
+		if (ret != -EOPNOTSUPP || !flags)
+			break;
+		flags = 0;
+	}
+	if (ret > 0)
+		file->f_pos = pos;
+	return ret;
 }
 
 static ssize_t vhost_serial_backend_read(struct file *file,
@@ -823,20 +850,12 @@ static ssize_t vhost_serial_backend_read(struct file *file,
 {
 	struct socket *sock = sock_from_file(file);
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
-	ssize_t ret;
-	loff_t pos;
 
 	if (sock) {
 		msg.msg_iter = *to;
 		return sock_recvmsg(sock, &msg, MSG_DONTWAIT);
 	}
-	if (!vhost_serial_file_ok(file))
-		return -EINVAL;
-	pos = file->f_pos;
-	ret = vfs_iter_read(file, to, &pos, vhost_serial_rw_flags(file));
-	if (ret > 0)
-		file->f_pos = pos;
-	return ret;
+	return vhost_serial_file_io(file, to, false);
 }
 
 static ssize_t vhost_serial_backend_write(struct file *file,
@@ -844,23 +863,15 @@ static ssize_t vhost_serial_backend_write(struct file *file,
 {
 	struct socket *sock = sock_from_file(file);
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
-	ssize_t ret;
-	loff_t pos;
 
 	if (sock) {
 		msg.msg_iter = *from;
 		return sock_sendmsg(sock, &msg);
 	}
-	if (!vhost_serial_file_ok(file))
-		return -EINVAL;
 	/* A pipe without readers would raise SIGPIPE in the worker. */
 	if (vfs_poll(file, NULL) & EPOLLERR)
 		return -EPIPE;
-	pos = file->f_pos;
-	ret = vfs_iter_write(file, from, &pos, vhost_serial_rw_flags(file));
-	if (ret > 0)
-		file->f_pos = pos;
-	return ret;
+	return vhost_serial_file_io(file, from, true);
 }
 
 /*
@@ -1087,12 +1098,20 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 	}
 	if (port->tx_offset < len) {
 		/*
+		 * The backend took a whole piece: go on after the other work.
+		 * Its poll would not say so: a pipe with room wakes no one.
+		 */
+		if (ret > 0 && (size_t)ret == piece) {
+			vhost_serial_bpoll_queue(&port->out_poll);
+			return false;
+		}
+		/*
 		 * Also when console output left from before keeps the backend
 		 * full: nothing else would wake the port once it drains.
 		 */
 		vhost_serial_wait_out(port);
 		/* A console keeps what a full backend refused, not the rest. */
-		if (!console || (ret > 0 && (size_t)ret == piece))
+		if (!console)
 			return false;
 		vhost_serial_cbuf_stash(port, &iter);
 	}
@@ -1170,29 +1189,32 @@ static void vhost_serial_zc_hub_put(struct vhost_serial_zc_hub *hub)
  * the limit (the chain is then copied).
  */
 static bool vhost_serial_zc_charge(struct vhost_serial *vs,
-				   struct vhost_serial_zc *zc,
-				   unsigned int npages)
+				   unsigned int npages,
+				   struct user_struct **charged)
 {
 	struct user_struct *user = vs->owner_cred->user;
 	unsigned long cur;
 
+	*charged = NULL;
 	if (vs->zc_memlock == ULONG_MAX)
 		return true;
+	if (npages > vs->zc_memlock)
+		return false;
 	cur = atomic_long_read(&user->locked_vm);
 	do {
-		if (npages > vs->zc_memlock || cur > vs->zc_memlock - npages)
+		if (cur > vs->zc_memlock - npages)
 			return false;
 	} while (!atomic_long_try_cmpxchg(&user->locked_vm, &cur,
 					  cur + npages));
-	zc->user = get_uid(user);
+	*charged = get_uid(user);
 	return true;
 }
 
-static void vhost_serial_zc_uncharge(struct vhost_serial_zc *zc,
+static void vhost_serial_zc_uncharge(struct user_struct *charged,
 				     unsigned int npages)
 {
-	if (zc->user)
-		atomic_long_sub(npages, &zc->user->locked_vm);
+	if (charged)
+		atomic_long_sub(npages, &charged->locked_vm);
 }
 
 /* What the owner may lock, taken from the process that becomes owner. */
@@ -1213,7 +1235,7 @@ static void vhost_serial_zc_unpin(struct vhost_serial_zc *zc)
 	for (i = 0; i < zc->nsegs; i++)
 		unpin_user_page(zc->segs[i].bv_page);
 	atomic_sub(zc->nsegs, &zc->hub->pinned);
-	vhost_serial_zc_uncharge(zc, zc->nsegs);
+	vhost_serial_zc_uncharge(zc->user, zc->nsegs);
 	zc->nsegs = 0;
 }
 
@@ -1221,8 +1243,7 @@ static void vhost_serial_zc_free(struct vhost_serial_zc *zc)
 {
 	struct vhost_serial_zc_hub *hub = zc->hub;
 
-	if (zc->user)
-		free_uid(zc->user);
+	free_uid(zc->user);
 	kvfree(zc);
 	vhost_serial_zc_hub_put(hub);
 }
@@ -1342,6 +1363,7 @@ vhost_serial_zc_pin(struct vhost_serial_port *port, struct vhost_virtqueue *vq,
 		    const struct vhost_serial_chain *c)
 {
 	unsigned int i, k, nr, npages = 0;
+	struct user_struct *charged;
 	struct vhost_serial_zc *zc;
 	struct page **pages;
 	unsigned long addr;
@@ -1363,9 +1385,13 @@ vhost_serial_zc_pin(struct vhost_serial_port *port, struct vhost_virtqueue *vq,
 		atomic_sub(npages, &port->vs->zc_hub->pinned);
 		return NULL;
 	}
+	if (!vhost_serial_zc_charge(port->vs, npages, &charged)) {
+		atomic_sub(npages, &port->vs->zc_hub->pinned);
+		return NULL;
+	}
 	zc = kvzalloc(struct_size(zc, segs, npages), GFP_KERNEL_ACCOUNT);
 	pages = kmalloc_array(npages, sizeof(*pages), GFP_KERNEL);
-	if (!zc || !pages || !vhost_serial_zc_charge(port->vs, zc, npages))
+	if (!zc || !pages)
 		goto err_free;
 
 	for (i = 0, k = 0; i < c->out; i++) {
@@ -1390,6 +1416,7 @@ vhost_serial_zc_pin(struct vhost_serial_port *port, struct vhost_virtqueue *vq,
 		}
 	}
 	kfree(pages);
+	zc->user = charged;
 	refcount_set(&zc->refs, 1);
 	zc->head = c->head;
 	zc->port_id = port->id;
@@ -1402,10 +1429,9 @@ err_unpin:
 	pr_warn_ratelimited("port %u: cannot pin guest output for zero copy\n",
 			    port->id);
 	unpin_user_pages(pages, k);
-	vhost_serial_zc_uncharge(zc, npages);
-	if (zc->user)
-		free_uid(zc->user);
 err_free:
+	vhost_serial_zc_uncharge(charged, npages);
+	free_uid(charged);
 	atomic_sub(npages, &port->vs->zc_hub->pinned);
 	kfree(pages);
 	kvfree(zc);
@@ -1572,8 +1598,12 @@ static ssize_t vhost_serial_tx_chain(void *ctx, struct vhost_virtqueue *vq,
 	/* Legacy single-port devices have a console on port 0. */
 	bool console = READ_ONCE(port->console) || !vhost_serial_multiport(vq);
 
-	/* Consoles never wait for a reader, so they always copy. */
-	if (port->zerocopy && !console)
+	/*
+	 * Consoles never wait for a reader, so they always copy; so does a
+	 * port 0 with console output left from a guest without MULTIPORT,
+	 * which must reach the pipe before anything newer.
+	 */
+	if (port->zerocopy && !console && !port->cbuf_len)
 		return vhost_serial_zc_chain(port, vq, c);
 	return vhost_serial_tx_one(port, vq, c->out, console) ? 0 : -EAGAIN;
 }

@@ -1113,7 +1113,9 @@ TEST_F(vserial, console_output_never_waits_in_ring)
  * kept (up to the console buffer) and sent after it, never the part it
  * took again.  With @pause the device is stopped and started while the
  * socket is full: the kept part must still go out once it drains, though
- * the guest writes nothing more.
+ * the guest writes nothing more.  (A RESIZE queued while stopped reaches
+ * the guest after the port's first run on the worker: the socket is
+ * drained only once that run has found it full.)
  */
 static void console_partial_write(struct __test_metadata *_metadata,
 				  struct vs_dev *d, struct vs_port_info *info,
@@ -1122,6 +1124,7 @@ static void console_partial_write(struct __test_metadata *_metadata,
 	const size_t len = 256 * 1024;
 	struct vhost_serial_port_state st;
 	int sv[2], sndbuf = 4096, run = 0;
+	struct vs_ctrl m;
 	uint64_t seed = 5;
 	char *buf, *got;
 	struct vs_vq *vq;
@@ -1136,6 +1139,7 @@ static void console_partial_write(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf,
 				sizeof(sndbuf)));
 	ASSERT_EQ(0, vs_set_backend(d, 0, -1, sv[0]));
+	ASSERT_EQ(0, expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
 	vq = &d->vqs[vs_tx_vq(0)];
 	buf = vs_alloc(d, len, 64);
 	got = malloc(len);
@@ -1151,7 +1155,11 @@ static void console_partial_write(struct __test_metadata *_metadata,
 	want = len - st.tx_dropped;
 	if (pause) {
 		ASSERT_EQ(0, vs_ioctl(d, VHOST_SERIAL_SET_RUNNING, &run));
+		ASSERT_EQ(0, vs_resize(d, 0, 100, 30));
+		/* Stopping again flushes the worker: the RESIZE waits. */
+		ASSERT_EQ(0, vs_ioctl(d, VHOST_SERIAL_SET_RUNNING, &run));
 		ASSERT_EQ(0, vs_start(d));
+		ASSERT_EQ(0, vs_ctrl_expect(d, 0, VIRTIO_CONSOLE_RESIZE, &m));
 	}
 	while (n < want) {
 		ASSERT_EQ(0, vs_wait_fd(sv[1], POLLIN, VS_TIMEOUT_MS))
@@ -1256,7 +1264,8 @@ TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 /*
  * A pipe whose O_NONBLOCK is cleared once attached: its next read hangs
  * the port up (an error counted, the guest told), the worker does not
- * sleep in it, and the port takes a new backend.
+ * sleep in it, and the port takes a new backend.  (What this cannot reach
+ * is the flag cleared between that check and the read itself.)
  */
 TEST_F(vserial, backend_made_blocking_hangs_up_not_the_worker)
 {
@@ -1386,6 +1395,46 @@ static int owner_creds_child(struct vs_dev *d, struct vs_port_info *info)
 	if (uc.uid != nobody || uc.gid != nobody)
 		return 19;
 	return 0;
+}
+
+/*
+ * One guest buffer of 2 MiB into a pipe with room for all of it: the
+ * worker writes it in pieces, and nothing but the worker itself can tell
+ * it to go on (a pipe that never fills wakes no writer).
+ */
+TEST_F(vserial, huge_buffer_goes_to_a_roomy_pipe_whole)
+{
+	const size_t len = 2 * 1024 * 1024;
+	struct vhost_serial_port_state st;
+	int p[2] = { -1, -1 };
+	uint64_t seed = 11;
+	char *buf, *got;
+	struct vs_vq *vq;
+
+	REQUIRE_DEVICE();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
+	ASSERT_LE((int)(2 * len), fcntl(p[0], F_SETPIPE_SZ, 2 * len));
+	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, p[1]));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	buf = vs_alloc(&self->d, len, 64);
+	got = malloc(len);
+	ASSERT_NE(NULL, buf);
+	ASSERT_NE(NULL, got);
+	vs_pattern(&seed, buf, len);
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	ASSERT_EQ(0, vs_vq_send(vq, buf, len));
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS))
+		TH_LOG("the buffer did not come back");
+	EXPECT_EQ(buf, vs_vq_get(vq, NULL));
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(len, st.tx_bytes);
+	ASSERT_EQ((ssize_t)len, read(p[0], got, len));
+	EXPECT_EQ(0, memcmp(buf, got, len));
+	free(got);
+	close(p[0]);
+	close(p[1]);
 }
 
 /*
@@ -1938,11 +1987,15 @@ static int lose_cap_ipc_lock(void)
 	return syscall(SYS_capset, &h, d) ? -errno : 0;
 }
 
+/* A user ID nothing else in the test VM runs as: its locked_vm is ours. */
+#define ZC_MEMLOCK_UID	48879
+
 /*
- * Pinned pages are locked memory of the owner: with RLIMIT_MEMLOCK room
- * for one buffer's pages, a second buffer while the first is in the pipe
- * is copied (back at once), and once the first is released the next goes
- * by reference again (back only when read).
+ * Pinned pages are locked memory of the owner's user: with RLIMIT_MEMLOCK
+ * room for one buffer's pages, a second buffer while the first is in the
+ * pipe is copied (back at once), and once the first is released the next
+ * goes by reference again (back only when read).  So it does after a
+ * device closed with a buffer in the pipe, once the pipe let go of it.
  */
 TEST_F(vserial, zerocopy_pins_count_against_memlock)
 {
@@ -1951,10 +2004,13 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 	char *a, *b, *c, *got;
 	int p[2] = { -1, -1 };
 	struct vs_vq *vq;
+	unsigned int i;
 
 	REQUIRE_DEVICE();
 	/* Taken when the device gets its owner, in zc_port(). */
 	ASSERT_EQ(0, setrlimit(RLIMIT_MEMLOCK, &lim));
+	/* Charged to the real user ID; still root otherwise. */
+	ASSERT_EQ(0, setresuid(ZC_MEMLOCK_UID, 0, 0));
 	ASSERT_EQ(0, lose_cap_ipc_lock());
 	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
 	vq = &self->d.vqs[vs_tx_vq(0)];
@@ -1981,6 +2037,28 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
 	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS))
 		TH_LOG("the released pages were not given back to the limit");
+	EXPECT_EQ(0, zc_read_then_returned(vq, p[0], c, got));
+	close(p[0]);
+	close(p[1]);
+
+	/* Devices closed with a buffer in their pipe, read afterwards. */
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+		a = zc_queue(&self->d, ZC_BUF, 40 + i);
+		ASSERT_NE(NULL, a);
+		ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+		vs_close(&self->d);
+		ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
+		close(p[0]);
+		close(p[1]);
+	}
+	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
+	vq = &self->d.vqs[vs_tx_vq(0)];
+	c = zc_queue(&self->d, ZC_BUF, 50);
+	ASSERT_NE(NULL, c);
+	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
+	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS))
+		TH_LOG("pages released after their device closed stay charged");
 	EXPECT_EQ(0, zc_read_then_returned(vq, p[0], c, got));
 	free(got);
 	close(p[0]);
