@@ -1219,6 +1219,24 @@ TEST_F(vserial, backend_dead_on_attach_ends_as_hung_up)
 	}
 }
 
+/* Port 0 of a new device, open, its input read from pipe p[] (p[1]: host). */
+static int pipe_input_port(struct vs_dev *d, struct vs_port_info *info,
+			   int p[2])
+{
+	int ret = vs_bring_up(d, 2, 1, info);
+
+	if (ret)
+		return ret;
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC))
+		return -errno;
+	ret = vs_set_backend(d, 0, p[0], -1);
+	if (!ret)
+		ret = expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, 0, true);
+	return ret;
+}
+
 /* A receive buffer of no bytes is not the backend's end of file. */
 TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 {
@@ -1230,11 +1248,7 @@ TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 	uint32_t len;
 
 	REQUIRE_DEVICE();
-	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
-	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, p[0], -1));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, pipe_input_port(&self->d, self->info, p));
 	vq = &self->d.vqs[vs_rx_vq(0)];
 	empty = vs_alloc(&self->d, 64, 64);
 	buf = vs_alloc(&self->d, 4096, 64);
@@ -1276,11 +1290,7 @@ TEST_F(vserial, backend_made_blocking_hangs_up_not_the_worker)
 	char *buf;
 
 	REQUIRE_DEVICE();
-	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
-	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, p[0], -1));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, pipe_input_port(&self->d, self->info, p));
 	vq = &self->d.vqs[vs_rx_vq(0)];
 	buf = vs_alloc(&self->d, 4096, 64);
 	ASSERT_NE(NULL, buf);
@@ -1970,6 +1980,26 @@ static int zc_read_then_returned(struct vs_vq *vq, int rd, const char *buf,
 	return vs_vq_get(vq, NULL) == buf ? 0 : -ENOENT;
 }
 
+/*
+ * One guest buffer on port 0, read from pipe end @rd into @got: 0 when it
+ * went by reference, that is came back only once it was read.
+ */
+static int zc_by_reference(struct vs_dev *d, int rd, uint32_t seed, char *got)
+{
+	struct vs_vq *vq = &d->vqs[vs_tx_vq(0)];
+	char *buf = zc_queue(d, ZC_BUF, seed);
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	ret = vs_wait_fd(rd, POLLIN, VS_TIMEOUT_MS);
+	if (ret)
+		return ret;
+	if (vs_vq_wait(vq, ZC_QUIET_MS) != -ETIMEDOUT)
+		return -EBUSY;
+	return zc_read_then_returned(vq, rd, buf, got);
+}
+
 /* The test's process, from here on, may lock only as RLIMIT_MEMLOCK says. */
 static int lose_cap_ipc_lock(void)
 {
@@ -2001,7 +2031,7 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 {
 	const rlim_t room = ZC_BUF;
 	struct rlimit lim = { .rlim_cur = room, .rlim_max = room };
-	char *a, *b, *c, *got;
+	char *a, *b, *got;
 	int p[2] = { -1, -1 };
 	struct vs_vq *vq;
 	unsigned int i;
@@ -2032,12 +2062,8 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
 	EXPECT_EQ(a, vs_vq_get(vq, NULL));
 
-	c = zc_queue(&self->d, ZC_BUF, 33);
-	ASSERT_NE(NULL, c);
-	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
-	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS))
+	EXPECT_EQ(0, zc_by_reference(&self->d, p[0], 33, got))
 		TH_LOG("the released pages were not given back to the limit");
-	EXPECT_EQ(0, zc_read_then_returned(vq, p[0], c, got));
 	close(p[0]);
 	close(p[1]);
 
@@ -2053,13 +2079,8 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 		close(p[1]);
 	}
 	ASSERT_EQ(0, zc_port(&self->d, self->info, p));
-	vq = &self->d.vqs[vs_tx_vq(0)];
-	c = zc_queue(&self->d, ZC_BUF, 50);
-	ASSERT_NE(NULL, c);
-	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
-	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS))
+	EXPECT_EQ(0, zc_by_reference(&self->d, p[0], 50, got))
 		TH_LOG("pages released after their device closed stay charged");
-	EXPECT_EQ(0, zc_read_then_returned(vq, p[0], c, got));
 	free(got);
 	close(p[0]);
 	close(p[1]);
