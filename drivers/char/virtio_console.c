@@ -537,6 +537,12 @@ static int vcon_tx_add(struct vcon_port *port, struct vcon_txbuf *buf)
 static void vcon_tx_mitigate(struct vcon_port *port)
 {
 	while (port->tx_waiting || port->tx_inflight > VCON_TX_UNWATCHED) {
+		/*
+		 * A broken queue gives nothing back, and 6.1's
+		 * virtqueue_enable_cb_delayed() does not check for it.
+		 */
+		if (virtqueue_is_broken(port->out_vq))
+			break;
 		if (virtqueue_enable_cb_delayed(port->out_vq))
 			return;
 		/* The device got there first: free that, then look again. */
@@ -750,6 +756,15 @@ static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 		return count;
 	}
 	vcon_txbuf_free(tx);
+	/*
+	 * A full ring: hvc keeps the output and tries again.  The register
+	 * would overtake what the ring holds, and QEMU sends what it gets
+	 * there to its first console, not necessarily this one.
+	 */
+	if (ret == -ENOSPC) {
+		vcon_port_put(port);
+		return 0;
+	}
 	/*
 	 * The device is not taking console output.  Waiting here would hang
 	 * a CPU that may have interrupts off; use the emergency register if
@@ -1413,6 +1428,7 @@ static void vcon_remove_port(struct vcon_port *port)
 {
 	struct vcon_device *pd = port->vdev_priv;
 	unsigned long flags;
+	bool had_vqs;
 
 	spin_lock_irqsave(&pd->ports_lock, flags);
 	pd->ports[port->id] = NULL;
@@ -1425,9 +1441,14 @@ static void vcon_remove_port(struct vcon_port *port)
 	spin_lock_irqsave(port->inbuf_lock, flags);
 	spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 	WRITE_ONCE(port->unplugged, true);
+	/*
+	 * Only queues the port is on now: during a restore, a port not yet
+	 * moved to the new queues still points at the ones freeze deleted.
+	 */
+	had_vqs = port->vqs_ready;
 	port->vqs_ready = false;
 	port->host_connected = false;
-	if (!pd->vqs_gone)
+	if (had_vqs)
 		vcon_port_release_buffers(port);
 	spin_unlock(port->outvq_lock);
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
