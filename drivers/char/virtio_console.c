@@ -10,8 +10,9 @@
  * and one descriptor per up to VCON_TX_MAX bytes, many in flight), posts
  * receive buffers larger than a page and drains several per read, and never
  * waits with interrupts off: console output and control messages are queued
- * and reclaimed when the device hands them back, or, for the console, handed
- * to the emergency-write register or dropped when the queue is full.
+ * and reclaimed when the device hands them back.  Console output that finds
+ * the ring full is left to hvc, which tries again; while the queues are down
+ * it goes to the emergency-write register, or is dropped.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
