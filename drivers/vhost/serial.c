@@ -960,7 +960,6 @@ static const struct vhost_serial_queue_ops vhost_serial_rx_ops = {
 static void vhost_serial_handle_rx(struct vhost_serial_port *port)
 {
 	struct vhost_virtqueue *vq = vhost_serial_port_rx_vq(port);
-
 	const struct cred *old;
 
 	mutex_lock(&vq->mutex);
