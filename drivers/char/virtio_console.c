@@ -1046,6 +1046,26 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 	return done;
 }
 
+/*
+ * A read that found no data: end of file if the host is gone, ENODEV if the
+ * port is. Removal clears host_connected as well, and may do so between
+ * the reader's checks, so both are read at once under removal's lock.
+ * -EAGAIN: the host is there, so this is no end of file.
+ */
+static int vcon_read_found_nothing(struct vcon_port *port)
+{
+	unsigned long flags;
+	int ret = -EAGAIN;
+
+	spin_lock_irqsave(port->inbuf_lock, flags);
+	if (port->unplugged)
+		ret = -ENODEV;
+	else if (!port->host_connected)
+		ret = 0;
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
+	return ret;
+}
+
 static ssize_t vcon_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
 	struct vcon_port *port = iocb->ki_filp->private_data;
@@ -1068,8 +1088,10 @@ static ssize_t vcon_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		mutex_lock(&port->read_lock);
 		ret = vcon_copy_out(port, to);
 		mutex_unlock(&port->read_lock);
-		/* No data and the host is gone: end of file. */
-		if (ret || !READ_ONCE(port->host_connected))
+		if (ret)
+			return ret;
+		ret = vcon_read_found_nothing(port);
+		if (ret != -EAGAIN)
 			return ret;
 		/*
 		 * Nothing, with the host there: another reader of this file
