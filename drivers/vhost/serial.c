@@ -175,6 +175,7 @@ struct vhost_serial_port {
 	u64 rx_bytes;
 	u64 rx_bufs;
 	u32 used_extra;		/* fault injection (debugfs), once */
+	u32 used_empty;		/* fault injection: buffers to return empty */
 
 	/* Guarded by the port's tx vq mutex. */
 	struct file *out;
@@ -926,6 +927,11 @@ static ssize_t vhost_serial_rx_chain(void *ctx, struct vhost_virtqueue *vq,
 	/* A read of nothing returns 0, which would look like end of file. */
 	if (unlikely(!c->len)) {
 		vhost_serial_port_error(port);
+		return 0;
+	}
+	if (unlikely(port->used_empty)) {
+		port->used_empty--;
+		port->rx_bufs++;
 		return 0;
 	}
 	/* As for output: a file gives any length in one call. */
@@ -2978,12 +2984,15 @@ static long vhost_serial_dev_ioctl(struct file *f, unsigned int ioctl,
  *                                   goes out as is, without a terminator
  *     used_extra ID BYTES           report the next buffer that port ID
  *                                   fills for the guest BYTES longer
+ *     used_empty ID COUNT           hand the next COUNT buffers of port
+ *                                   ID back to the guest unfilled
  *
  * <pid> is the process that opened /dev/vhost-serial.  Nothing here is
  * reachable by a guest or by the VMM's ioctls.
  */
 #define VHOST_SERIAL_INJECT_MAX		(48 + VHOST_SERIAL_NAME_MAX)
 #define VHOST_SERIAL_USED_EXTRA_MAX	SZ_1G
+#define VHOST_SERIAL_USED_EMPTY_MAX	SZ_1M
 
 static struct dentry *vhost_serial_debugfs;
 static atomic_t vhost_serial_debugfs_seq = ATOMIC_INIT(0);
@@ -3031,25 +3040,46 @@ static int vhost_serial_inject_ctrl(struct vhost_serial *vs, char *args)
 	return vhost_serial_ctrl_queue(vs, msg);
 }
 
-static int vhost_serial_inject_used_extra(struct vhost_serial *vs, char *args)
+/* "ID N": a receive fault for port ID, N times or N bytes, N <= @max. */
+static struct vhost_serial_port *
+vhost_serial_inject_rx_args(struct vhost_serial *vs, char *args, u32 max,
+			    u32 *n)
+{
+	struct vhost_serial_port *port;
+	char *id_s;
+	u32 id;
+
+	id_s = strsep(&args, " ");
+	if (!args || kstrtou32(id_s, 0, &id) || kstrtou32(args, 0, n))
+		return ERR_PTR(-EINVAL);
+	if (*n > max)
+		return ERR_PTR(-ERANGE);
+	port = vhost_serial_lookup(vs, id);
+	return port ?: ERR_PTR(-ENOENT);
+}
+
+static int vhost_serial_inject_used(struct vhost_serial *vs, char *args,
+				    bool empty)
 {
 	struct vhost_serial_port *port;
 	struct vhost_virtqueue *vq;
-	char *id_s;
-	u32 id, extra;
+	u32 n;
 
-	id_s = strsep(&args, " ");
-	if (!args || kstrtou32(id_s, 0, &id) || kstrtou32(args, 0, &extra))
-		return -EINVAL;
-	if (extra > VHOST_SERIAL_USED_EXTRA_MAX)
-		return -ERANGE;
-	port = vhost_serial_lookup(vs, id);
-	if (!port)
-		return -ENOENT;
+	port = vhost_serial_inject_rx_args(vs, args, empty ?
+					   VHOST_SERIAL_USED_EMPTY_MAX :
+					   VHOST_SERIAL_USED_EXTRA_MAX, &n);
+	if (IS_ERR(port))
+		return PTR_ERR(port);
 	vq = vhost_serial_port_rx_vq(port);
 	mutex_lock(&vq->mutex);
-	port->used_extra = extra;
+	if (empty)
+		port->used_empty = n;
+	else
+		port->used_extra = n;
 	mutex_unlock(&vq->mutex);
+	/* Empty buffers go back now, not when data comes next. */
+	if (empty)
+		vhost_serial_work_queue(vq, &vq->poll.work);
 	return 0;
 }
 
@@ -3078,7 +3108,9 @@ static ssize_t vhost_serial_inject_write(struct file *f, const char __user *ubuf
 	if (!strcmp(cmd, "ctrl"))
 		ret = vhost_serial_inject_ctrl(vs, args);
 	else if (!strcmp(cmd, "used_extra"))
-		ret = vhost_serial_inject_used_extra(vs, args);
+		ret = vhost_serial_inject_used(vs, args, false);
+	else if (!strcmp(cmd, "used_empty"))
+		ret = vhost_serial_inject_used(vs, args, true);
 	else
 		ret = -EINVAL;
 	mutex_unlock(&vs->dev.mutex);

@@ -3207,4 +3207,51 @@ TEST_F(vserial, debugfs_inject_used_extra_lengthens_one_buffer)
 	host_end_close(&h);
 }
 
+TEST_F(vserial, debugfs_inject_used_empty_returns_buffers_unfilled)
+{
+	struct host_end h;
+	struct vs_vq *vq;
+	struct iovec iov[2];
+	uint32_t len;
+	char *buf[2];
+	int i;
+
+	REQUIRE_DEVICE();
+	REQUIRE_DEBUGFS();
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
+	EXPECT_EQ(-EINVAL, inject("used_empty 0"));
+	EXPECT_EQ(-ENOENT, inject("used_empty 2 1"));
+	EXPECT_EQ(-ERANGE, inject("used_empty 0 2000000"));
+	ASSERT_EQ(0, open_socket_port(&self->d, 0, &h));
+	vq = &self->d.vqs[vs_rx_vq(0)];
+	for (i = 0; i < 2; i++) {
+		buf[i] = vs_alloc(&self->d, 4096, 64);
+		ASSERT_NE(NULL, buf[i]);
+		iov[i].iov_base = buf[i];
+		iov[i].iov_len = 4096;
+	}
+	/* Two buffers wait for data; the injection alone sends them back. */
+	for (i = 0; i < 2; i++)
+		ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &iov[i], 1, buf[i]));
+	vs_vq_kick(vq);
+	ASSERT_EQ(0, inject("used_empty 0 3"));
+	/* One run of the port: both come back together. */
+	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(buf[i], vs_vq_get(vq, &len));
+		EXPECT_EQ(0, len);
+	}
+	/* Data waiting does not matter; once the count is out, it comes. */
+	ASSERT_EQ(3, write(h.peer_wr, "abc", 3));
+	for (i = 0; i < 2; i++) {
+		ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &iov[i], 1, buf[i]));
+		vs_vq_kick(vq);
+		ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
+		ASSERT_EQ(buf[i], vs_vq_get(vq, &len));
+		EXPECT_EQ(i ? 3 : 0, len);
+	}
+	EXPECT_EQ(0, memcmp(buf[1], "abc", 3));
+	host_end_close(&h);
+}
+
 TEST_HARNESS_MAIN
