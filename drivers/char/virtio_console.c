@@ -131,6 +131,7 @@ struct vcon_port {
 	bool host_connected;
 	bool unplugged;		/* gone for good */
 	bool vqs_ready;		/* queues usable: not unplugged nor frozen */
+	bool rx_deferred;	/* used buffers left for vcon_rx_work */
 
 	spinlock_t *outvq_lock;	/* out_vq, tx_cache, tx_* */
 	struct list_head tx_cache;	/* blocks of pages to write from */
@@ -174,6 +175,7 @@ struct vcon_device {
 	unsigned int ctrl_pending_nr;	/* guarded by c_ovq_lock */
 	struct work_struct control_work;
 	struct work_struct config_work;
+	struct work_struct rx_work;	/* see vcon_rx_defer() */
 	bool dead;
 	/*
 	 * Freeze deleted the queues and restore made none (it failed): the
@@ -397,6 +399,19 @@ static unsigned int vcon_fill_rx(struct vcon_port *port)
 
 static void vcon_recycle_inbuf(struct vcon_port *port, struct vcon_rxbuf *buf);
 
+/*
+ * A bounded loop over used receive buffers stopped with some left, and
+ * turned interrupts back on.  With VIRTIO_RING_F_EVENT_IDX the device
+ * signals only buffers it uses after that, maybe never: the ones left are
+ * taken from process context instead.  Caller holds inbuf_lock, with the
+ * queues ready: teardown and freeze cancel the work once no port is.
+ */
+static void vcon_rx_defer(struct vcon_port *port)
+{
+	WRITE_ONCE(port->rx_deferred, true);
+	schedule_work(&port->vdev_priv->rx_work);
+}
+
 /* The next used receive buffer, or NULL (interrupts then on again). */
 static struct vcon_rxbuf *vcon_next_used_inbuf(struct vcon_port *port,
 					       unsigned int *len)
@@ -442,7 +457,8 @@ static struct vcon_rxbuf *vcon_get_inbuf(struct vcon_port *port)
 			dev_warn_ratelimited(&port->vdev_priv->vdev->dev,
 					     "port %u: device keeps returning empty buffers\n",
 					     port->id);
-			virtqueue_enable_cb(port->in_vq);
+			if (!virtqueue_enable_cb(port->in_vq))
+				vcon_rx_defer(port);
 			return NULL;
 		}
 	}
@@ -483,13 +499,19 @@ static void vcon_discard_rx(struct vcon_port *port)
 	 * This runs in interrupt context: a device that hands buffers back
 	 * as fast as they go in gets a bounded number of them per call.
 	 */
-	do {
+	for (;;) {
 		while (n < VCON_DISCARD_MAX &&
 		       (buf = vcon_vq_get(port->in_vq))) {
 			vcon_recycle_inbuf(port, buf);
 			n++;
 		}
-	} while (!virtqueue_enable_cb(port->in_vq) && n < VCON_DISCARD_MAX);
+		if (virtqueue_enable_cb(port->in_vq))
+			break;
+		if (n >= VCON_DISCARD_MAX) {
+			vcon_rx_defer(port);
+			break;
+		}
+	}
 	if (n)
 		virtqueue_kick(port->in_vq);
 }
@@ -1478,11 +1500,15 @@ static void vcon_remove_port(struct vcon_port *port)
 
 	vcon_wake(port, POLL_HUP);
 	/*
-	 * An interrupt handler that found the port before it left the
-	 * table may still be about to poll its hvc: let it finish first.
+	 * An interrupt handler or the receive work that found the port
+	 * before it left the table may still be about to poll its hvc: let
+	 * them finish first.  Neither finds the port again, and with its
+	 * queues gone nothing defers it to the work anew.
 	 */
-	if (port->is_console)
+	if (port->is_console) {
 		virtio_synchronize_cbs(pd->vdev);
+		flush_work(&pd->rx_work);
+	}
 	vcon_console_exit(port);
 	if (port->dev)
 		device_destroy(&vcon_class, MKDEV(pd->major, port->id));
@@ -1648,30 +1674,72 @@ static struct vcon_port *vcon_vq_port(struct virtqueue *vq)
 	return vcon_port_get(pd, idx < 2 ? 0 : (idx - 2) / 2);
 }
 
-static void vcon_in_intr(struct virtqueue *vq)
+/* The device used receive buffers of @port: from its interrupt or later. */
+static void vcon_port_rx(struct vcon_port *port)
 {
-	struct vcon_port *port = vcon_vq_port(vq);
+	struct hvc_struct *hvc;
 	unsigned long flags;
 	bool discard;
 
-	if (!port) {
-		vcon_orphan_intr(vq);
-		return;
-	}
 	spin_lock_irqsave(port->inbuf_lock, flags);
+	WRITE_ONCE(port->rx_deferred, false);
 	/* Data for a port nobody has open is not kept for a later opener. */
 	discard = !port->guest_connected && port->vqs_ready;
 	if (discard)
 		vcon_discard_rx(port);
 	else if (port->vqs_ready)
-		virtqueue_disable_cb(vq);	/* the reader takes it from here */
+		virtqueue_disable_cb(port->in_vq); /* the reader takes it on */
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
 
 	if (!discard)
 		vcon_wake(port, POLL_IN);
-	if (port->is_console && port->hvc && hvc_poll(port->hvc))
+	/* Removal waits for this before the hvc goes: see vcon_remove_port(). */
+	hvc = port->is_console ? READ_ONCE(port->hvc) : NULL;
+	if (hvc && hvc_poll(hvc))
 		hvc_kick();
+}
+
+static void vcon_in_intr(struct virtqueue *vq)
+{
+	struct vcon_port *port = vcon_vq_port(vq);
+
+	if (!port) {
+		vcon_orphan_intr(vq);
+		return;
+	}
+	vcon_port_rx(port);
 	vcon_port_put(port);
+}
+
+/* Calls @fn for each port in the table, holding a reference across it. */
+static void vcon_each_port(struct vcon_device *pd,
+			   void (*fn)(struct vcon_port *port))
+{
+	struct vcon_port *port;
+	u32 id;
+
+	for (id = 0; id < pd->max_nr_ports; id++) {
+		port = vcon_port_get(pd, id);
+		if (!port)
+			continue;
+		fn(port);
+		vcon_port_put(port);
+		cond_resched();
+	}
+}
+
+static void vcon_port_rx_deferred(struct vcon_port *port)
+{
+	if (READ_ONCE(port->rx_deferred))
+		vcon_port_rx(port);
+}
+
+static void vcon_rx_work(struct work_struct *work)
+{
+	struct vcon_device *pd = container_of(work, struct vcon_device,
+					      rx_work);
+
+	vcon_each_port(pd, vcon_port_rx_deferred);
 }
 
 static void vcon_out_intr(struct virtqueue *vq)
@@ -1849,20 +1917,6 @@ static void vcon_quiesce(struct vcon_device *pd)
 	cancel_work_sync(&pd->config_work);
 }
 
-static void vcon_remove_all_ports(struct vcon_device *pd)
-{
-	struct vcon_port *port;
-	u32 id;
-
-	for (id = 0; id < pd->max_nr_ports; id++) {
-		port = vcon_port_get(pd, id);
-		if (!port)
-			continue;
-		vcon_remove_port(port);
-		vcon_port_put(port);
-	}
-}
-
 /* Stops the device and lets go of everything it had, ports included. */
 static void vcon_teardown(struct vcon_device *pd)
 {
@@ -1874,7 +1928,9 @@ static void vcon_teardown(struct vcon_device *pd)
 
 	vcon_quiesce(pd);
 
-	vcon_remove_all_ports(pd);
+	vcon_each_port(pd, vcon_remove_port);
+	/* No port has queues now to defer receive buffers from. */
+	cancel_work_sync(&pd->rx_work);
 	/* Freeze already freed every buffer of the queues it deleted. */
 	if (pd->vqs_gone)
 		return;
@@ -1924,6 +1980,7 @@ static int vcon_probe(struct virtio_device *vdev)
 	INIT_LIST_HEAD(&pd->ctrl_pending);
 	INIT_WORK(&pd->control_work, vcon_control_work);
 	INIT_WORK(&pd->config_work, vcon_config_work);
+	INIT_WORK(&pd->rx_work, vcon_rx_work);
 
 	ret = vcon_read_config(pd);
 	if (ret)
@@ -2002,6 +2059,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 		spin_lock_irqsave(port->inbuf_lock, flags);
 		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
 		port->vqs_ready = false;
+		WRITE_ONCE(port->rx_deferred, false);
 		port->tx_inflight = 0;	/* the reset frees them all */
 		port->tx_waiting = false;
 		kfree(port->inbuf);
@@ -2011,6 +2069,7 @@ static int vcon_freeze(struct virtio_device *vdev)
 		mutex_unlock(&port->read_lock);
 		vcon_port_put(port);
 	}
+	cancel_work_sync(&pd->rx_work);
 	vcon_drop_data_buffers(pd);
 	vcon_drop_ctrl_buffers(pd);
 	vdev->config->del_vqs(vdev);
