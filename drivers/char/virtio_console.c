@@ -18,6 +18,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/cdev.h>
+#include <linux/delay.h>
 #include <linux/device.h>
 #include <linux/fs.h>
 #include <linux/freezer.h>
@@ -59,6 +60,14 @@
  * time than the copy itself.
  */
 #define VCON_TX_CACHE		8
+/*
+ * How long console output waits for room on a full ring.  hvc keeps a
+ * terminal's output and tries again, but drops what the kernel prints
+ * (printk) when it finds no room: a device that drains the ring gets this
+ * long to make some, and one that does not costs it once, until it
+ * takes output again.
+ */
+#define VCON_CONS_WAIT_US	10000
 /*
  * Output the device may hold before we ask it to interrupt when done:
  * below this, the next write reclaims what the device finished.  An
@@ -138,6 +147,7 @@ struct vcon_port {
 	unsigned int tx_cached;
 	size_t tx_inflight;	/* bytes the device holds */
 	bool tx_waiting;	/* a writer waits for room */
+	bool cons_stalled;	/* console output found no room in time */
 
 	struct mutex read_lock;	/* one reader copies at a time */
 	wait_queue_head_t waitqueue;
@@ -753,12 +763,41 @@ static void vcon_emerg_write(struct vcon_device *pd, const u8 *buf,
 	}
 }
 
+/*
+ * Queue console output, waiting up to VCON_CONS_WAIT_US for room on a
+ * full ring unless the last wait was in vain.  Runs in any context, with
+ * interrupts maybe off: the wait polls the ring, it does not sleep.
+ */
+static int vcon_console_add(struct vcon_port *port, struct vcon_txbuf *tx)
+{
+	unsigned int waited = 0;
+	unsigned long flags;
+	int ret;
+
+	for (;;) {
+		spin_lock_irqsave(port->outvq_lock, flags);
+		ret = -ENODEV;
+		if (port->vqs_ready) {
+			vcon_reclaim_tx(port);
+			ret = vcon_tx_add(port, tx);
+		}
+		if (ret != -ENOSPC || port->cons_stalled ||
+		    waited >= VCON_CONS_WAIT_US) {
+			port->cons_stalled = ret == -ENOSPC;
+			spin_unlock_irqrestore(port->outvq_lock, flags);
+			return ret;
+		}
+		spin_unlock_irqrestore(port->outvq_lock, flags);
+		udelay(5);
+		waited += 5;
+	}
+}
+
 static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 {
 	struct vcon_port *port = vcon_console_by_vtermno(vtermno);
 	struct vcon_txbuf *tx;
-	unsigned long flags;
-	int ret = -ENODEV;
+	int ret;
 
 	if (!port)
 		return -EPIPE;
@@ -768,21 +807,17 @@ static ssize_t vcon_put_chars(u32 vtermno, const u8 *buf, size_t count)
 		return 0;	/* hvc retries later */
 	}
 
-	spin_lock_irqsave(port->outvq_lock, flags);
-	if (port->vqs_ready) {
-		vcon_reclaim_tx(port);
-		ret = vcon_tx_add(port, tx);
-	}
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	ret = vcon_console_add(port, tx);
 	if (!ret) {
 		vcon_port_put(port);
 		return count;
 	}
 	vcon_txbuf_free(tx);
 	/*
-	 * A full ring: hvc keeps the output and tries again.  The register
-	 * would overtake what the ring holds, and QEMU sends what it gets
-	 * there to its first console, not necessarily this one.
+	 * Still a full ring: hvc keeps a terminal's output and tries again,
+	 * and drops the kernel's.  The register would overtake what the ring
+	 * holds, and QEMU sends what it gets there to its first console, not
+	 * necessarily this one.
 	 */
 	if (ret == -ENOSPC) {
 		vcon_port_put(port);
@@ -1377,6 +1412,14 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 		ret = -ENOMEM;
 		goto err_unpublish;
 	}
+	/*
+	 * A port plugged again under this number finds its receive queue as
+	 * the last one left it: maybe with data nobody opened it for, maybe
+	 * with interrupts off for a reader that is gone.
+	 */
+	spin_lock_irqsave(port->inbuf_lock, flags);
+	vcon_discard_rx(port);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
 
 	port->dev = device_create(&vcon_class, &vdev->dev,
 				  MKDEV(pd->major, id), port, "vport%up%u",
@@ -1661,6 +1704,8 @@ static void vcon_control_work(struct work_struct *work)
 		else
 			virtqueue_kick(pd->c_ivq);
 		spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
+		/* A device may hand each buffer straight back. */
+		cond_resched();
 	}
 }
 
@@ -1912,6 +1957,8 @@ static void vcon_set_dead(struct vcon_device *pd, bool dead)
 static void vcon_quiesce(struct vcon_device *pd)
 {
 	virtio_reset_device(pd->vdev);
+	/* Not every transport's reset waits for its interrupt handlers. */
+	virtio_synchronize_cbs(pd->vdev);
 	vcon_set_dead(pd, true);
 	cancel_work_sync(&pd->control_work);
 	cancel_work_sync(&pd->config_work);
@@ -2082,6 +2129,7 @@ static int vcon_restore(struct virtio_device *vdev)
 	struct vcon_device *pd = vdev->priv;
 	struct vcon_port *port;
 	unsigned long flags;
+	bool unplugged;
 	int ret;
 	u32 id;
 
@@ -2103,11 +2151,22 @@ static int vcon_restore(struct virtio_device *vdev)
 			continue;
 		spin_lock_irqsave(port->inbuf_lock, flags);
 		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
-		port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
-		port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
-		port->vqs_ready = true;
+		/*
+		 * The control queue runs already: a PORT_REMOVE may have taken
+		 * the port after we found it.  It keeps no queues then.
+		 */
+		unplugged = port->unplugged;
+		if (!unplugged) {
+			port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
+			port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
+			port->vqs_ready = true;
+		}
 		spin_unlock(port->outvq_lock);
 		spin_unlock_irqrestore(port->inbuf_lock, flags);
+		if (unplugged) {
+			vcon_port_put(port);
+			continue;
+		}
 		vcon_fill_rx(port);
 		/*
 		 * A writer that slept on a full ring through the freeze waits
