@@ -12,6 +12,7 @@
 #     passed to the kernel); the console's chardev has an input file, which
 #     reaches the guest, and the console's output goes on after it ended
 #   - a pty port relayed through QEMU, one line each way
+#   - a file chardev with a logfile: relayed, so that its log sees the data
 #   - a server socket port: a line each way, then 4 MiB the host writes and
 #     closes at once, all of it in the guest (md5 equal); then a second
 #     client on the same server
@@ -79,6 +80,7 @@ wait_port() {
 }
 
 wait_port org.test.p3 >/dev/null
+wait_port org.test.p5 >/dev/null
 for d in /sys/class/virtio-ports/*; do
 	echo "L2-PORT $(cat "$d/name")"
 done
@@ -93,6 +95,7 @@ read -r -t 120 cin <&5
 echo "L2-CONSOLE-IN $cin"
 exec 5<&-
 echo "hello-file" >"$p2"
+echo "hello-log" >"$(port_dev org.test.p5)"
 
 exec 4<>"$p3"
 echo "relay-out" >&4
@@ -300,6 +303,8 @@ echo console-input >/tmp/c0.in
 	-device virtserialport,bus=vser0.0,chardev=p2,name=org.test.p2,id=port2 \
 	-chardev pty,id=p3 \
 	-device virtserialport,bus=vser0.0,chardev=p3,name=org.test.p3,id=port3 \
+	-chardev file,id=p5,path=/tmp/p5.out,logfile=/tmp/p5.log \
+	-device virtserialport,bus=vser0.0,chardev=p5,name=org.test.p5,id=port5 \
 	>/tmp/qemu.out 2>&1 &
 qpid=$!
 /usr/bin/python3 "$W/host.py" >/tmp/host.out 2>&1 &
@@ -324,6 +329,8 @@ check "console input from the chardev's input file" \
 check "console output after its input ended" \
 	"$(has /tmp/c0.out console-late)"
 check "port through a file chardev" "$(has /tmp/p2.out hello-file)"
+check "file chardev with a logfile, file" "$(has /tmp/p5.out hello-log)"
+check "file chardev with a logfile, log" "$(has /tmp/p5.log hello-log)"
 check "relayed pty, guest to host" "$(has $H 'HOST-RELAY relay-out')"
 check "relayed pty, host to guest" "$(has $L2 'L2-RELAY relay-in')"
 check "socket, guest to host" "$(has $H 'HOST-GOT ping-from-guest')"
