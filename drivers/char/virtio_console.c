@@ -1105,7 +1105,7 @@ static ssize_t vcon_copy_out(struct vcon_port *port, struct iov_iter *to)
 
 /*
  * A read that found no data: end of file if the host is gone, ENODEV if the
- * port is. Removal clears host_connected as well, and may do so between
+ * port is.  Removal clears host_connected as well, and may do so between
  * the reader's checks, so both are read at once under removal's lock.
  * -EAGAIN: the host is there, so this is no end of file.
  */
