@@ -16,8 +16,12 @@
 #   - a server socket port: a line each way, then 4 MiB the host writes and
 #     closes at once, all of it in the guest (md5 equal); then a second
 #     client on the same server
+#   - a server socket port the guest does not open yet: a client that
+#     leaves input behind, then a second client, attached once QEMU gives
+#     up on the guest taking that input; the guest reads the second
+#     client's line first
 #   - hot-plug and unplug of a port (ringbuf chardev, relayed)
-#   - VSERPORT_CHANGE events
+#   - VSERPORT_CHANGE events, a close and an open at once among them
 #
 # GUEST_DRIVER=project runs L2 with the project's virtio_console.ko
 # instead of the in-tree driver (built-in; kept out with initcall_blacklist).
@@ -109,8 +113,8 @@ read -r reply <&3
 echo "L2-REPLY $reply"
 sum=$(cat <&3 | tee /tmp/bulk | md5sum | cut -d' ' -f1)
 echo "L2-BULK $(wc -c </tmp/bulk) $sum"
+# Closed and opened again at once: QMP must see both.
 exec 3<&-
-
 exec 3<>"$p1"
 echo "again" >&3
 read -r reply <&3
@@ -125,6 +129,9 @@ while [ -n "$(port_dev org.test.hp)" ] && [ $i -lt 1500 ]; do
 	i=$((i + 1))
 done
 [ -z "$(port_dev org.test.hp)" ] && echo "L2-UNPLUGGED"
+# The host's first client on p6 left input behind, its second one a line.
+read -r -t 120 late <"$(port_dev org.test.p6)"
+echo "L2-DRAIN $late"
 echo "console-late" >/dev/hvc0
 echo "L2-DONE"
 poweroff -f
@@ -185,12 +192,13 @@ class QMP:
             if 'return' in msg:
                 return msg['return']
 
-    def wait_event(self, name, data):
-        seen = 0
+    def wait_event(self, name, data, after=0):
+        """Waits for an event past the first @after; returns its index."""
+        seen = after
         while True:
-            for ev in events[seen:]:
+            for i, ev in enumerate(events[seen:], seen):
                 if ev['event'] == name and ev['data'] == data:
-                    return
+                    return i
             seen = len(events)
             self.read()
 
@@ -203,6 +211,35 @@ def read_line(sock):
             sys.exit('HOST-FATAL socket closed before a line')
         buf += chunk
     return buf.decode(errors='replace').strip()
+
+
+def wait_text(path, text, tries=480):
+    for _ in range(tries):
+        with open(path, errors='replace') as f:
+            if text in f.read():
+                return True
+        time.sleep(0.25)
+    return False
+
+
+def drain_stall():
+    """A port the guest does not open yet: a client leaves input behind,
+    and a second client waits behind it until QEMU gives up on the guest.
+    The guest opens the port at its end, and must read the second client's
+    line first."""
+    p6 = connect('/tmp/p6.sock')
+    p6.settimeout(2)
+    try:
+        while True:
+            p6.sendall(b'x' * 65536)
+    except socket.timeout:
+        pass
+    p6.close()
+    p6 = connect('/tmp/p6.sock')
+    p6.sendall(b'after-drop\n')
+    if wait_text('/tmp/qemu.out', 'the rest is dropped for the next one'):
+        print('HOST-DRAIN-DROPPED', flush=True)
+    return p6
 
 
 def wait_ringbuf(qmp, dev, text):
@@ -229,6 +266,8 @@ def main():
 
     p1 = connect('/tmp/p1.sock')
     print('HOST-GOT ' + read_line(p1), flush=True)
+    # QEMU knows the port open before the guest closes and opens it again.
+    qmp.wait_event('VSERPORT_CHANGE', {'id': 'port1', 'open': True})
     data = os.urandom(4 << 20)
     p1.sendall(b'pong-from-host\n' + data)
     p1.close()
@@ -236,9 +275,16 @@ def main():
           flush=True)
 
     # The guest reads to the end, sees the host leave and closes the port.
-    qmp.wait_event('VSERPORT_CHANGE', {'id': 'port1', 'open': False})
+    # It opens the port again at once: QMP sees the close and the open,
+    # whether the kernel's eventfd merged them or not.
+    closed = qmp.wait_event('VSERPORT_CHANGE',
+                            {'id': 'port1', 'open': False})
     p1 = connect('/tmp/p1.sock')
     print('HOST-GOT2 ' + read_line(p1), flush=True)
+    qmp.wait_event('VSERPORT_CHANGE', {'id': 'port1', 'open': True},
+                   closed + 1)
+    print('HOST-REOPENED', flush=True)
+    p6 = drain_stall()
     p1.sendall(b'second-client\n')
 
     qmp.cmd('chardev-add', {'id': 'hp', 'backend': {
@@ -257,6 +303,7 @@ def main():
             print('HOST-EVENT %s %s' % (ev['data']['id'],
                                         ev['data']['open']), flush=True)
     p1.close()
+    p6.close()
 
 
 main()
@@ -305,6 +352,8 @@ echo console-input >/tmp/c0.in
 	-device virtserialport,bus=vser0.0,chardev=p3,name=org.test.p3,id=port3 \
 	-chardev file,id=p5,path=/tmp/p5.out,logfile=/tmp/p5.log \
 	-device virtserialport,bus=vser0.0,chardev=p5,name=org.test.p5,id=port5 \
+	-chardev socket,id=p6,path=/tmp/p6.sock,server=on,wait=off \
+	-device virtserialport,bus=vser0.0,chardev=p6,name=org.test.p6,id=port6 \
 	>/tmp/qemu.out 2>&1 &
 qpid=$!
 /usr/bin/python3 "$W/host.py" >/tmp/host.out 2>&1 &
@@ -343,6 +392,10 @@ check "socket, second client, guest to host" "$(has $H 'HOST-GOT2 again')"
 check "hot-plugged port" "$(has $H 'HOST-HOTPLUG hotplug-ok')"
 check "hot-unplugged port" "$(has $L2 L2-UNPLUGGED)"
 check "VSERPORT_CHANGE" "$(has $H 'HOST-EVENT port1 True')"
+check "VSERPORT_CHANGE, a close and an open at once" "$(has $H HOST-REOPENED)"
+drained=$(has $H HOST-DRAIN-DROPPED)
+[ "$(has $L2 'L2-DRAIN after-drop')" = 0 ] || drained=1
+check "socket, a second client attached after the guest stalled" "$drained"
 check "guest finished" "$(has $L2 L2-DONE)"
 if [ "$L2_DRIVER" = project ]; then
 	check "project guest driver loaded" "$(has $L2 'L2-DRIVER project')"

@@ -168,6 +168,7 @@ struct vhost_serial_port {
 	char name[VHOST_SERIAL_NAME_MAX + 1];
 	struct eventfd_ctx *event;
 	u64 events;
+	u64 guest_opens;
 
 	/* Guarded by the port's rx vq mutex. */
 	struct file *in;
@@ -1950,9 +1951,11 @@ static void vhost_serial_guest_msg(struct vhost_serial *vs,
 			break;
 		WRITE_ONCE(port->guest_open, !!value);
 		vhost_serial_port_notify(port);
-		/* Data may be waiting in the backend. */
-		if (value)
+		if (value) {
+			port->guest_opens++;
+			/* Data may be waiting in the backend. */
 			vhost_serial_bpoll_queue(&port->in_poll);
+		}
 		break;
 	default:
 		vq_err(vq, "unknown control event\n");
@@ -2180,6 +2183,7 @@ static long vhost_serial_add_port(struct vhost_serial *vs,
 	port->rows = 0;
 	port->guest_ready = false;
 	WRITE_ONCE(port->guest_open, false);
+	port->guest_opens = 0;
 	WRITE_ONCE(port->present, true);
 	vhost_serial_announce(port);
 	ret = 0;
@@ -2411,6 +2415,7 @@ static long vhost_serial_get_port_state(struct vhost_serial *vs,
 	if (READ_ONCE(port->zerocopy))
 		state |= VHOST_SERIAL_STATE_ZEROCOPY;
 	st->events = port->events;
+	st->guest_opens = port->guest_opens;
 	mutex_unlock(&vs->port_lock);
 
 	st->state = state;

@@ -198,6 +198,9 @@ struct vhost_serial_port_event {
  * @tx_dropped: console output dropped because nothing could take it, and
  *	output of a removed port (VHOST_SERIAL_DEL_PORT)
  * @errors: backend I/O errors and malformed guest requests seen on this port
+ * @guest_opens: times the guest opened the port (PORT_OPEN 1 while closed)
+ *	since VHOST_SERIAL_ADD_PORT: a close and an open that fall between two
+ *	reads of @state show here
  */
 struct vhost_serial_port_state {
 	__u32 id;
@@ -209,6 +212,7 @@ struct vhost_serial_port_state {
 	__u64 tx_bufs;
 	__u64 tx_dropped;
 	__u64 errors;
+	__u64 guest_opens;
 };
 
 #define VHOST_SERIAL_GET_PORT_STATE _IOWR(VHOST_VIRTIO, 0xC5, struct vhost_serial_port_state)

@@ -349,6 +349,69 @@ TEST_F(vserial, guest_open_close_seen_by_eventfd_and_state)
 	close(efd);
 }
 
+/*
+ * A close and an open between two reads of the state leave it as it was:
+ * the count of opens is what tells a VMM that the guest closed the port
+ * in between (QEMU reports each to QMP).
+ */
+TEST_F(vserial, guest_reopen_between_two_reads_is_counted)
+{
+	struct vhost_serial_port_state st;
+	uint64_t events;
+	unsigned int i;
+	int efd;
+
+	REQUIRE_DEVICE();
+	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ASSERT_LE(0, efd);
+	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
+	ASSERT_EQ(0, vs_set_event(&self->d, 1, efd));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(0, st.guest_opens);
+	events = st.events;
+
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, false));
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	/* A repeated open is no new one. */
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, true));
+	do {
+		ASSERT_EQ(0, vs_wait_fd(efd, POLLIN, VS_TIMEOUT_MS));
+		ASSERT_NE(0, vs_eventfd_read(efd));
+		ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	} while (st.events - events < 3);
+	EXPECT_EQ(3, st.events - events);
+	EXPECT_EQ(2, st.guest_opens);
+	EXPECT_TRUE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+
+	ASSERT_EQ(0, vs_guest_open(&self->d, 1, false));
+	ASSERT_EQ(0, vs_wait_fd(efd, POLLIN, VS_TIMEOUT_MS));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(2, st.guest_opens);
+	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
+	ASSERT_EQ(0, vs_port_state(&self->d, 0, &st));
+	EXPECT_EQ(0, st.guest_opens);
+
+	/* A guest that starts over keeps the count: a VMM compares it. */
+	ASSERT_EQ(0, vs_ctrl_send(&self->d, 0, VIRTIO_CONSOLE_DEVICE_READY, 1));
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, expect_ctrl(&self->d, i, VIRTIO_CONSOLE_PORT_ADD, 1));
+	for (i = 0; i < 2; i++) {
+		ASSERT_EQ(0, vs_ctrl_send(&self->d, i, VIRTIO_CONSOLE_PORT_READY, 1));
+		ASSERT_EQ(0, expect_ctrl(&self->d, i, VIRTIO_CONSOLE_PORT_NAME, 1));
+	}
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(2, st.guest_opens);
+
+	/* A port added again starts from none. */
+	ASSERT_EQ(0, vs_del_port(&self->d, 1));
+	ASSERT_EQ(0, expect_ctrl(&self->d, 1, VIRTIO_CONSOLE_PORT_REMOVE, 1));
+	ASSERT_EQ(0, hot_add_ready(&self->d, 1));
+	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
+	EXPECT_EQ(0, st.guest_opens);
+	close(efd);
+}
+
 TEST_F(vserial, device_ready_again_starts_the_guest_over)
 {
 	struct vhost_serial_port_state st;
