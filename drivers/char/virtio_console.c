@@ -1376,6 +1376,17 @@ static const struct attribute_group *vcon_port_groups[] = {
 
 /* ---- port add and remove ----------------------------------------------------- */
 
+/* Port 0 has queues 0 and 1; the control queues 2 and 3 come before port 1. */
+static unsigned int vcon_rx_qnum(u32 id)
+{
+	return id ? 2 * id + 2 : 0;
+}
+
+static unsigned int vcon_tx_qnum(u32 id)
+{
+	return vcon_rx_qnum(id) + 1;
+}
+
 static int vcon_add_port(struct vcon_device *pd, u32 id)
 {
 	struct virtio_device *vdev = pd->vdev;
@@ -1390,10 +1401,10 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	kref_get(&pd->kref);
 	port->vdev_priv = pd;
 	port->id = id;
-	port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
-	port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
-	port->inbuf_lock = &pd->vq_locks[id ? 2 * id + 2 : 0];
-	port->outvq_lock = &pd->vq_locks[id ? 2 * id + 3 : 1];
+	port->in_vq = pd->vqs[vcon_rx_qnum(id)];
+	port->out_vq = pd->vqs[vcon_tx_qnum(id)];
+	port->inbuf_lock = &pd->vq_locks[vcon_rx_qnum(id)];
+	port->outvq_lock = &pd->vq_locks[vcon_tx_qnum(id)];
 	mutex_init(&port->read_lock);
 	init_waitqueue_head(&port->waitqueue);
 	INIT_LIST_HEAD(&port->console_node);
@@ -2157,8 +2168,8 @@ static int vcon_restore(struct virtio_device *vdev)
 		 */
 		unplugged = port->unplugged;
 		if (!unplugged) {
-			port->in_vq = pd->vqs[id ? 2 * id + 2 : 0];
-			port->out_vq = pd->vqs[id ? 2 * id + 3 : 1];
+			port->in_vq = pd->vqs[vcon_rx_qnum(id)];
+			port->out_vq = pd->vqs[vcon_tx_qnum(id)];
 			port->vqs_ready = true;
 		}
 		spin_unlock(port->outvq_lock);

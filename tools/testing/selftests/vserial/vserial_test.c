@@ -319,16 +319,28 @@ TEST_F(vserial, resize_reaches_guest_in_spec_order)
 	EXPECT_EQ(-EINVAL, vs_resize(&self->d, 7, 80, 25));
 }
 
+/* Two ports, handshake done, port 1's state changes signalled on *efd. */
+static int bring_up_watching_port1(struct vs_dev *d, struct vs_port_info *info,
+				   int *efd)
+{
+	int ret;
+
+	*efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (*efd < 0)
+		return -errno;
+	ret = vs_bring_up(d, 2, 2, info);
+	if (!ret)
+		ret = vs_set_event(d, 1, *efd);
+	return ret;
+}
+
 TEST_F(vserial, guest_open_close_seen_by_eventfd_and_state)
 {
 	struct vhost_serial_port_state st;
 	int efd;
 
 	REQUIRE_DEVICE();
-	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	ASSERT_LE(0, efd);
-	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
-	ASSERT_EQ(0, vs_set_event(&self->d, 1, efd));
+	ASSERT_EQ(0, bring_up_watching_port1(&self->d, self->info, &efd));
 	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
 	EXPECT_FALSE(st.state & VHOST_SERIAL_STATE_GUEST_OPEN);
 
@@ -362,10 +374,7 @@ TEST_F(vserial, guest_reopen_between_two_reads_is_counted)
 	int efd;
 
 	REQUIRE_DEVICE();
-	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	ASSERT_LE(0, efd);
-	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 2, self->info));
-	ASSERT_EQ(0, vs_set_event(&self->d, 1, efd));
+	ASSERT_EQ(0, bring_up_watching_port1(&self->d, self->info, &efd));
 	ASSERT_EQ(0, vs_port_state(&self->d, 1, &st));
 	EXPECT_EQ(0, st.guest_opens);
 	events = st.events;
