@@ -146,6 +146,7 @@ struct vhost_serial_bpoll {
 	__poll_t mask;
 	struct vhost_work work;
 	struct vhost_virtqueue *vq;
+	struct timer_list retry;	/* see vhost_serial_pipe_trylock() */
 };
 
 struct vhost_serial_port {
@@ -218,6 +219,7 @@ struct vhost_serial {
 	 */
 	const struct cred *owner_cred;	/* set and cleared under dev.mutex */
 	unsigned long zc_memlock;	/* owner's limit in pages, as owner_cred */
+	unsigned long fsize_limit;	/* owner's RLIMIT_FSIZE, as owner_cred */
 
 	/* Port control state; nests inside vq mutexes. */
 	struct mutex port_lock;
@@ -739,6 +741,13 @@ static void vhost_serial_bpoll_func(struct file *file, wait_queue_head_t *wqh,
 			    ARRAY_SIZE(bp->wqh));
 }
 
+static void vhost_serial_bpoll_retry(struct timer_list *t)
+{
+	struct vhost_serial_bpoll *bp = from_timer(bp, t, retry);
+
+	vhost_serial_work_queue(bp->vq, &bp->work);
+}
+
 static void vhost_serial_bpoll_init(struct vhost_serial_bpoll *bp,
 				    vhost_work_fn_t fn, __poll_t mask,
 				    struct vhost_virtqueue *vq)
@@ -754,6 +763,7 @@ static void vhost_serial_bpoll_init(struct vhost_serial_bpoll *bp,
 	bp->mask = mask;
 	bp->vq = vq;
 	vhost_work_init(&bp->work, fn);
+	timer_setup(&bp->retry, vhost_serial_bpoll_retry, 0);
 }
 
 static void vhost_serial_bpoll_queue(struct vhost_serial_bpoll *bp)
@@ -778,6 +788,8 @@ static void vhost_serial_bpoll_stop(struct vhost_serial_bpoll *bp)
 		rcu_read_unlock();
 		WRITE_ONCE(bp->wqh[i], NULL);
 	}
+	/* Armed by backend I/O only: a stopped wait queues no work later. */
+	timer_delete_sync(&bp->retry);
 }
 
 /*
@@ -798,6 +810,20 @@ static void vhost_serial_bpoll_start(struct vhost_serial_bpoll *bp,
 		vhost_serial_bpoll_queue(bp);
 }
 
+static struct pipe_inode_info *vhost_serial_pipe(struct file *file)
+{
+	struct pipe_inode_info *pipe;
+
+	/* The pipe of a FIFO or pipe file, as fs/pipe.c keeps it. */
+	if (!file || !S_ISFIFO(file_inode(file)->i_mode))
+		return NULL;
+	pipe = file->private_data;
+	/* Notification pipes take no data. */
+	if (!pipe || pipe_has_watch_queue(pipe))
+		return NULL;
+	return pipe;
+}
+
 static bool vhost_serial_file_ok(struct file *file)
 {
 	if (sock_from_file(file) || S_ISREG(file_inode(file)->i_mode))
@@ -806,74 +832,214 @@ static bool vhost_serial_file_ok(struct file *file)
 }
 
 /*
- * O_NONBLOCK is a flag of the open file, which whoever shares it may clear
- * between our check and the I/O.  Pipes that support it (6.12) are told
- * per call not to sleep as well.  Only pipes: a block device refuses
- * buffered writes so, and its reads would wait for a poll that never
- * comes; a regular file would have the worker retry at once, again and
- * again, until its storage answers.
+ * The owner's file size limit holds for regular files, which a kernel
+ * thread worker (6.1, or vhost's fork_from_owner_default=0) would not
+ * have: output is cut at it, and fails with EFBIG past it, without the
+ * SIGXFSZ of write(2) (the port hangs up).
  */
-static rwf_t vhost_serial_rw_flags(struct file *file)
+static int vhost_serial_fsize_clamp(struct vhost_serial *vs,
+				    struct file *file, loff_t pos,
+				    struct iov_iter *iter)
 {
-	if (S_ISFIFO(file_inode(file)->i_mode) &&
-	    (file->f_mode & FMODE_NOWAIT))
-		return RWF_NOWAIT;
+	unsigned long limit = vs->fsize_limit;
+
+	if (limit == RLIM_INFINITY || !S_ISREG(file_inode(file)->i_mode))
+		return 0;
+	if (pos < 0 || pos >= limit)
+		return -EFBIG;
+	iov_iter_truncate(iter, limit - pos);
 	return 0;
 }
 
-/* Backend I/O on anything but a socket, at the file's position. */
-static ssize_t vhost_serial_file_io(struct file *file, struct iov_iter *iter,
+/*
+ * Backend I/O on a tty or a regular file, at the file's position.  A tty
+ * is O_NONBLOCK; a regular file does not wait for a peer.
+ */
+static ssize_t vhost_serial_file_io(struct vhost_serial_port *port,
+				    struct file *file, struct iov_iter *iter,
 				    bool write)
 {
-	rwf_t flags = vhost_serial_rw_flags(file);
 	loff_t pos = file->f_pos;
 	ssize_t ret;
 
-	if (!vhost_serial_file_ok(file))
-		return -EINVAL;
-	for (;;) {
-		ret = write ? vfs_iter_write(file, iter, &pos, flags) :
-			      vfs_iter_read(file, iter, &pos, flags);
-		/*
-		 * splice(2) on the pipe may have cleared FMODE_NOWAIT since
-		 * we looked; the call then did nothing.  O_NONBLOCK holds.
-		 */
-		if (ret != -EOPNOTSUPP || !flags)
-			break;
-		flags = 0;
+	if (write) {
+		ret = vhost_serial_fsize_clamp(port->vs, file, pos, iter);
+		if (ret)
+			return ret;
 	}
+	ret = write ? vhost_serial_iter_write(file, iter, &pos) :
+		      vfs_iter_read(file, iter, &pos, 0);
 	if (ret > 0)
 		file->f_pos = pos;
 	return ret;
 }
 
-static ssize_t vhost_serial_backend_read(struct file *file,
+/*
+ * Pipes and FIFOs are read and written here, not through their file
+ * operations, which sleep on the pipe's lock: whoever holds it may keep it
+ * as long as they like (a blocking splice(2) between the pipe and a socket
+ * holds it while it waits on the socket), and the worker must never wait
+ * for them.  When the lock is busy the port looks again after
+ * VHOST_SERIAL_PIPE_RETRY: unlocking a pipe wakes nobody.
+ */
+#define VHOST_SERIAL_PIPE_RETRY		msecs_to_jiffies(10)
+
+static bool vhost_serial_pipe_trylock(struct pipe_inode_info *pipe,
+				      struct vhost_serial_bpoll *bp)
+{
+	if (mutex_trylock(&pipe->mutex))
+		return true;
+	mod_timer(&bp->retry, jiffies + VHOST_SERIAL_PIPE_RETRY);
+	return false;
+}
+
+static int vhost_serial_pipe_to_iter(struct pipe_inode_info *pipe,
+				     struct pipe_buffer *buf,
+				     struct splice_desc *sd)
+{
+	size_t n = copy_page_to_iter(buf->page, buf->offset, sd->len,
+				     sd->u.data);
+
+	return n ? n : -EFAULT;
+}
+
+/* As read(2) on an O_NONBLOCK pipe: 0 at end of file, -EAGAIN when empty. */
+static ssize_t vhost_serial_pipe_read(struct vhost_serial_port *port,
+				      struct pipe_inode_info *pipe,
+				      struct iov_iter *to)
+{
+	struct splice_desc sd = {
+		.total_len = iov_iter_count(to),
+		.flags = SPLICE_F_NONBLOCK,
+		.u.data = to,
+	};
+	ssize_t ret;
+
+	if (!vhost_serial_pipe_trylock(pipe, &port->in_poll))
+		return -EAGAIN;
+	ret = __splice_from_pipe(pipe, &sd, vhost_serial_pipe_to_iter);
+	pipe_unlock(pipe);
+	/* A vhost task sees SIGKILL when its owner dies: not the pipe's error. */
+	return ret == -ERESTARTSYS ? -EAGAIN : ret;
+}
+
+static void vhost_serial_pipe_wake_readers(struct pipe_inode_info *pipe)
+{
+	wake_up_interruptible_sync_poll(&pipe->rd_wait, EPOLLIN | EPOLLRDNORM);
+	kill_fasync(&pipe->fasync_readers, SIGIO, POLL_IN);
+}
+
+/* The pipe's last buffer, if write(2) would add to it; pipe locked. */
+static struct pipe_buffer *vhost_serial_pipe_tail(struct pipe_inode_info *pipe)
+{
+	struct pipe_buffer *buf;
+
+	if (pipe_empty(pipe->head, pipe->tail))
+		return NULL;
+	buf = &pipe->bufs[(pipe->head - 1) & (pipe->ring_size - 1)];
+	if (!(buf->flags & PIPE_BUF_FLAG_CAN_MERGE) ||
+	    buf->offset + buf->len >= PAGE_SIZE || pipe_buf_confirm(pipe, buf))
+		return NULL;
+	return buf;
+}
+
+/*
+ * As write(2) on an O_NONBLOCK pipe: what fits, in pages of our own that
+ * later writes may fill up as the pipe's own are; -EAGAIN when full,
+ * -EPIPE without readers (and no SIGPIPE: the worker's would go nowhere).
+ */
+static ssize_t vhost_serial_pipe_write(struct vhost_serial_port *port,
+				       struct pipe_inode_info *pipe,
+				       struct iov_iter *from)
+{
+	struct pipe_buffer *tail, buf;
+	struct page *page;
+	ssize_t ret = 0;
+	size_t done = 0;
+	size_t n;
+
+	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
+		return -EAGAIN;
+	if (!pipe->readers) {
+		ret = -EPIPE;
+		goto out_unlock;
+	}
+	tail = vhost_serial_pipe_tail(pipe);
+	if (tail) {
+		n = min_t(size_t, iov_iter_count(from),
+			  PAGE_SIZE - tail->offset - tail->len);
+		n = copy_page_from_iter(tail->page, tail->offset + tail->len,
+					n, from);
+		tail->len += n;
+		done += n;
+	}
+	while (iov_iter_count(from) &&
+	       !pipe_full(pipe->head, pipe->tail, pipe->max_usage)) {
+		page = alloc_page(GFP_HIGHUSER | __GFP_ACCOUNT);
+		if (!page) {
+			ret = -ENOMEM;
+			break;
+		}
+		n = copy_page_from_iter(page, 0, PAGE_SIZE, from);
+		if (!n) {
+			put_page(page);
+			ret = -EFAULT;
+			break;
+		}
+		buf = (struct pipe_buffer) {
+			.page = page,
+			.len = n,
+			.ops = &nosteal_pipe_buf_ops,
+			.flags = PIPE_BUF_FLAG_CAN_MERGE,
+		};
+		add_to_pipe(pipe, &buf);
+		done += n;
+	}
+out_unlock:
+	pipe_unlock(pipe);
+	if (done) {
+		vhost_serial_pipe_wake_readers(pipe);
+		return done;
+	}
+	return ret ?: -EAGAIN;
+}
+
+static ssize_t vhost_serial_backend_read(struct vhost_serial_port *port,
 					 struct iov_iter *to)
 {
-	struct socket *sock = sock_from_file(file);
+	struct socket *sock = sock_from_file(port->in);
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
+	struct pipe_inode_info *pipe;
 
 	if (sock) {
 		msg.msg_iter = *to;
 		return sock_recvmsg(sock, &msg, MSG_DONTWAIT);
 	}
-	return vhost_serial_file_io(file, to, false);
+	if (!vhost_serial_file_ok(port->in))
+		return -EINVAL;
+	pipe = vhost_serial_pipe(port->in);
+	if (pipe)
+		return vhost_serial_pipe_read(port, pipe, to);
+	return vhost_serial_file_io(port, port->in, to, false);
 }
 
-static ssize_t vhost_serial_backend_write(struct file *file,
+static ssize_t vhost_serial_backend_write(struct vhost_serial_port *port,
 					  struct iov_iter *from)
 {
-	struct socket *sock = sock_from_file(file);
+	struct socket *sock = sock_from_file(port->out);
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct pipe_inode_info *pipe;
 
 	if (sock) {
 		msg.msg_iter = *from;
 		return sock_sendmsg(sock, &msg);
 	}
-	/* A pipe without readers would raise SIGPIPE in the worker. */
-	if (vfs_poll(file, NULL) & EPOLLERR)
-		return -EPIPE;
-	return vhost_serial_file_io(file, from, true);
+	if (!vhost_serial_file_ok(port->out))
+		return -EINVAL;
+	pipe = vhost_serial_pipe(port->out);
+	if (pipe)
+		return vhost_serial_pipe_write(port, pipe, from);
+	return vhost_serial_file_io(port, port->out, from, true);
 }
 
 /*
@@ -938,7 +1104,7 @@ static ssize_t vhost_serial_rx_chain(void *ctx, struct vhost_virtqueue *vq,
 	/* As for output: a file gives any length in one call. */
 	iov_iter_init(&iter, ITER_DEST, vq->iov, c->in,
 		      min_t(size_t, c->len, VHOST_SERIAL_WEIGHT));
-	ret = vhost_serial_backend_read(port->in, &iter);
+	ret = vhost_serial_backend_read(port, &iter);
 	if (ret > 0) {
 		port->rx_bytes += ret;
 		port->rx_bufs++;
@@ -1027,7 +1193,7 @@ static bool vhost_serial_cbuf_flush(struct vhost_serial_port *port)
 	kv.iov_base = port->cbuf;
 	kv.iov_len = port->cbuf_len;
 	iov_iter_kvec(&iter, ITER_SOURCE, &kv, 1, port->cbuf_len);
-	ret = vhost_serial_backend_write(port->out, &iter);
+	ret = vhost_serial_backend_write(port, &iter);
 	if (ret < 0) {
 		if (ret != -EAGAIN)
 			vhost_serial_hangup(port, false);
@@ -1092,7 +1258,7 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
 			      VHOST_SERIAL_WEIGHT);
 		part = iter;
 		iov_iter_truncate(&part, piece);
-		ret = vhost_serial_backend_write(port->out, &part);
+		ret = vhost_serial_backend_write(port, &part);
 		if (ret > 0) {
 			iov_iter_advance(&iter, ret);
 			port->tx_offset += ret;
@@ -1137,20 +1303,6 @@ static bool vhost_serial_tx_one(struct vhost_serial_port *port,
  * is released, never before.  (A socket would keep its own references
  * after the pipe let go: the uapi header says not to splice into one.)
  */
-
-static struct pipe_inode_info *vhost_serial_pipe(struct file *file)
-{
-	struct pipe_inode_info *pipe;
-
-	/* The pipe of a FIFO or pipe file, as fs/pipe.c keeps it. */
-	if (!file || !S_ISFIFO(file_inode(file)->i_mode))
-		return NULL;
-	pipe = file->private_data;
-	/* Notification pipes take no data. */
-	if (!pipe || pipe_has_watch_queue(pipe))
-		return NULL;
-	return pipe;
-}
 
 /*
  * Pipes hold the module's buffer operations: a hub that outlives its
@@ -1457,7 +1609,8 @@ static int vhost_serial_zc_push(struct vhost_serial_port *port,
 	bool added = false;
 	ssize_t ret = 0;
 
-	pipe_lock(pipe);
+	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
+		return -EAGAIN;
 	while (zc->next < zc->nsegs) {
 		/* Checked first: add_to_pipe would signal the worker. */
 		if (!pipe->readers) {
@@ -1487,11 +1640,8 @@ static int vhost_serial_zc_push(struct vhost_serial_port *port,
 		ret = 0;
 	}
 	pipe_unlock(pipe);
-	if (added) {
-		wake_up_interruptible_sync_poll(&pipe->rd_wait,
-						EPOLLIN | EPOLLRDNORM);
-		kill_fasync(&pipe->fasync_readers, SIGIO, POLL_IN);
-	}
+	if (added)
+		vhost_serial_pipe_wake_readers(pipe);
 	return ret;
 }
 
@@ -1513,7 +1663,7 @@ static int vhost_serial_zc_copy(struct vhost_serial_port *port,
 	iov_iter_bvec(&iter, ITER_SOURCE, zc->segs + zc->next,
 		      zc->nsegs - zc->next, left + zc->seg_off);
 	iov_iter_advance(&iter, zc->seg_off);
-	ret = vhost_serial_backend_write(port->out, &iter);
+	ret = vhost_serial_backend_write(port, &iter);
 	if (ret < 0)
 		return ret;
 	port->tx_bytes += ret;
@@ -1842,6 +1992,30 @@ static void vhost_serial_port_guest_gone(struct vhost_serial_port *port)
 	vhost_serial_port_notify(port);
 }
 
+/*
+ * Drop what was queued for a guest driver that has started over: it would
+ * take the new driver's room, and the ports announced to it would not fit.
+ * The first message stays, as the queue's consumer may be copying it out
+ * without the lock; it drops it itself (vhost_serial_ctrl_pending()).
+ * Caller holds ctrl_lock.
+ */
+static void vhost_serial_ctrl_drop_stale(struct vhost_serial *vs)
+{
+	struct vhost_serial_ctrl_msg *msg, *tmp;
+
+	msg = list_first_entry_or_null(&vs->ctrl_pending,
+				       struct vhost_serial_ctrl_msg, node);
+	if (!msg)
+		return;
+	list_for_each_entry_safe_continue(msg, tmp, &vs->ctrl_pending, node) {
+		if (msg->gen == vs->ctrl_gen)
+			continue;
+		list_del(&msg->node);
+		vs->ctrl_count--;
+		kfree(msg);
+	}
+}
+
 /* Caller holds vs->port_lock. */
 static void vhost_serial_guest_restart(struct vhost_serial *vs)
 {
@@ -1850,6 +2024,7 @@ static void vhost_serial_guest_restart(struct vhost_serial *vs)
 
 	spin_lock(&vs->ctrl_lock);
 	vs->ctrl_gen++;
+	vhost_serial_ctrl_drop_stale(vs);
 	spin_unlock(&vs->ctrl_lock);
 	for (i = 0; i < vs->nr_ports; i++) {
 		port = &vs->ports[i];
@@ -2872,6 +3047,7 @@ static long vhost_serial_generic_ioctl(struct vhost_serial *vs,
 		if (!ret && ioctl == VHOST_SET_OWNER) {
 			vs->owner_cred = get_current_cred();
 			vs->zc_memlock = vhost_serial_memlock_limit();
+			vs->fsize_limit = rlimit(RLIMIT_FSIZE);
 		}
 		if (ret == -ENOIOCTLCMD) {
 			vq = vhost_serial_ring_ioctl_vq(vs, ioctl, argp);

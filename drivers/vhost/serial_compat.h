@@ -5,13 +5,15 @@
  *
  * 6.5 gave each virtqueue its own worker (work is queued on a queue, polls
  * know their queue) and added the worker ioctls, whose numbers tell us which
- * API we build against.  6.8 dropped the count argument of eventfd_signal();
- * Kbuild finds out which one the headers declare.
+ * API we build against.  6.7 moved the file system's freeze protection into
+ * vfs_iter_write(), and 6.8 dropped the count argument of eventfd_signal();
+ * Kbuild finds out which ones the headers declare.
  */
 #ifndef _VHOST_SERIAL_COMPAT_H
 #define _VHOST_SERIAL_COMPAT_H
 
 #include <linux/eventfd.h>
+#include <linux/fs.h>
 #include <linux/vhost.h>
 
 #include "vhost.h"
@@ -71,6 +73,23 @@ static inline void vhost_serial_eventfd_signal(struct eventfd_ctx *ctx)
 	eventfd_signal(ctx, 1);
 #else
 	eventfd_signal(ctx);
+#endif
+}
+
+/* A write at *@pos, inside the freeze protection of the file's file system. */
+static inline ssize_t vhost_serial_iter_write(struct file *file,
+					      struct iov_iter *iter,
+					      loff_t *pos)
+{
+#ifdef VHOST_SERIAL_OLD_ITER_WRITE
+	ssize_t ret;
+
+	file_start_write(file);
+	ret = vfs_iter_write(file, iter, pos, 0);
+	file_end_write(file);
+	return ret;
+#else
+	return vfs_iter_write(file, iter, pos, 0);
 #endif
 }
 

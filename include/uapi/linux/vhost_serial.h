@@ -103,11 +103,17 @@ struct vhost_serial_port_config {
  * Descriptors other than sockets and regular files must be in O_NONBLOCK
  * mode (EINVAL otherwise): the worker never sleeps on a backend, it polls.
  * Clearing O_NONBLOCK afterwards hangs the port up at its next I/O; do not
- * clear it while the port is in use: on kernels whose pipes cannot be told
- * per call not to sleep (6.1), and for ttys and FIFOs, an I/O already past
- * that check may sleep in the worker until the descriptor is ready.
+ * clear it on a tty while the port is in use: an I/O already past that
+ * check may sleep in the worker until the tty is ready.  Pipes and FIFOs
+ * are read and written by the module itself, never while another task
+ * holds the pipe's lock; the port tries again every 10 ms, and the other
+ * ports go on.  A task that splices between such a pipe and a socket must
+ * not wait inside splice(2) (make the socket non-blocking, or pass
+ * SPLICE_F_NONBLOCK, and poll): it holds the lock while it waits, and the
+ * port's data waits with it.
  * A regular file given as @in_fd is read from its current position; as
- * @out_fd it is written at its current position.
+ * @out_fd it is written at its current position, up to the file size limit
+ * (RLIMIT_FSIZE) the owner had at VHOST_SET_OWNER: the port hangs up there.
  *
  * A pipe whose last reader goes away between the module's check and its
  * write fails that write with EPIPE, and the port hangs up.  The SIGPIPE
@@ -149,6 +155,11 @@ struct vhost_serial_port_config {
  * first delivers what could still be read, then marks the host disconnected,
  * tells the guest and signals the port's eventfd; the backend stays attached
  * (state VHOST_SERIAL_STATE_HUP) until userspace detaches or replaces it.
+ * When only @out_fd hangs up and a separate @in_fd is still attached, the
+ * host stays connected, as input may still come: guest output then waits
+ * in the ring (a console's: 4 KiB is kept, the rest dropped and counted)
+ * until userspace, told by the eventfd and VHOST_SERIAL_STATE_HUP, gives a
+ * new @out_fd.
  */
 struct vhost_serial_backend {
 	__u32 id;
