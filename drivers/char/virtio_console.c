@@ -64,8 +64,9 @@
  * How long console output waits for room on a full ring.  hvc keeps a
  * terminal's output and tries again, but drops what the kernel prints
  * (printk) when it finds no room: a device that drains the ring gets this
- * long to make some, and one that does not costs it once, until it
- * takes output again.
+ * long to make some, and one that does not costs it once, until a
+ * quarter of the ring is free again (a device that frees a descriptor
+ * now and then must not make every piece of output wait).
  */
 #define VCON_CONS_WAIT_US	10000
 /*
@@ -206,6 +207,53 @@ static DEFINE_IDA(vcon_vtermnos);
 
 static const struct attribute_group *vcon_port_groups[];
 
+/*
+ * How many transmit locks this CPU holds.  Console output takes its port's
+ * transmit lock, and what runs under such a lock may printk: the virtio
+ * core finding a bad used ring, swiotlb when it is full.  printk writes to
+ * the consoles at once, on this CPU, which would then spin on a lock it
+ * holds (or nest two locks of one class).  Console output that finds this
+ * CPU inside a transmit lock is dropped instead; the kernel log keeps it.
+ * Interrupts are off while the count is raised, so only such a printk
+ * sees it.
+ */
+static DEFINE_PER_CPU(unsigned int, vcon_tx_locked);
+
+static void vcon_tx_lock(struct vcon_port *port, unsigned long *flags)
+	__acquires(port->outvq_lock)
+{
+	spin_lock_irqsave(port->outvq_lock, *flags);
+	this_cpu_inc(vcon_tx_locked);
+}
+
+static void vcon_tx_unlock(struct vcon_port *port, unsigned long flags)
+	__releases(port->outvq_lock)
+{
+	this_cpu_dec(vcon_tx_locked);
+	spin_unlock_irqrestore(port->outvq_lock, flags);
+}
+
+/*
+ * Both queue locks of a port.  All queue locks are of one class (one
+ * array): the transmit lock, always taken second, is a nesting level of
+ * its own.
+ */
+static void vcon_lock_queues(struct vcon_port *port, unsigned long *flags)
+	__acquires(port->inbuf_lock) __acquires(port->outvq_lock)
+{
+	spin_lock_irqsave(port->inbuf_lock, *flags);
+	spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
+	this_cpu_inc(vcon_tx_locked);
+}
+
+static void vcon_unlock_queues(struct vcon_port *port, unsigned long flags)
+	__releases(port->outvq_lock) __releases(port->inbuf_lock)
+{
+	this_cpu_dec(vcon_tx_locked);
+	spin_unlock(port->outvq_lock);
+	spin_unlock_irqrestore(port->inbuf_lock, flags);
+}
+
 static struct class vcon_class = {
 	.name = "virtio-ports",
 	.dev_groups = vcon_port_groups,
@@ -270,10 +318,10 @@ static void vcon_tx_cache_drain(struct vcon_port *port)
 	unsigned long flags;
 	LIST_HEAD(list);
 
-	spin_lock_irqsave(port->outvq_lock, flags);
+	vcon_tx_lock(port, &flags);
 	list_splice_init(&port->tx_cache, &list);
 	port->tx_cached = 0;
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	vcon_tx_unlock(port, flags);
 	list_for_each_entry_safe(buf, next, &list, node)
 		vcon_txbuf_free(buf);
 }
@@ -318,9 +366,9 @@ static struct vcon_txbuf *vcon_txbuf_from_iter(struct vcon_port *port,
 	struct vcon_txbuf *buf;
 	unsigned long flags;
 
-	spin_lock_irqsave(port->outvq_lock, flags);
+	vcon_tx_lock(port, &flags);
 	buf = vcon_tx_cache_get(port, order);
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	vcon_tx_unlock(port, flags);
 	if (!buf)
 		buf = vcon_txbuf_alloc_pages(order);
 	if (!buf)
@@ -763,6 +811,13 @@ static void vcon_emerg_write(struct vcon_device *pd, const u8 *buf,
 	}
 }
 
+/* Whether a stalled console's ring is still short of room; outvq_lock. */
+static bool vcon_tx_short(struct vcon_port *port)
+{
+	return port->vqs_ready && port->out_vq->num_free <
+	       virtqueue_get_vring_size(port->out_vq) / 4;
+}
+
 /*
  * Queue console output, waiting up to VCON_CONS_WAIT_US for room on a
  * full ring unless the last wait was in vain.  Runs in any context, with
@@ -774,8 +829,11 @@ static int vcon_console_add(struct vcon_port *port, struct vcon_txbuf *tx)
 	unsigned long flags;
 	int ret;
 
+	/* A printk under a transmit lock: see vcon_tx_locked. */
+	if (this_cpu_read(vcon_tx_locked))
+		return -ENOSPC;
 	for (;;) {
-		spin_lock_irqsave(port->outvq_lock, flags);
+		vcon_tx_lock(port, &flags);
 		ret = -ENODEV;
 		if (port->vqs_ready) {
 			vcon_reclaim_tx(port);
@@ -783,11 +841,13 @@ static int vcon_console_add(struct vcon_port *port, struct vcon_txbuf *tx)
 		}
 		if (ret != -ENOSPC || port->cons_stalled ||
 		    waited >= VCON_CONS_WAIT_US) {
-			port->cons_stalled = ret == -ENOSPC;
-			spin_unlock_irqrestore(port->outvq_lock, flags);
+			port->cons_stalled = ret == -ENOSPC ||
+					     (port->cons_stalled &&
+					      vcon_tx_short(port));
+			vcon_tx_unlock(port, flags);
 			return ret;
 		}
-		spin_unlock_irqrestore(port->outvq_lock, flags);
+		vcon_tx_unlock(port, flags);
 		udelay(5);
 		waited += 5;
 	}
@@ -1010,7 +1070,7 @@ static bool vcon_write_blocks(struct vcon_port *port)
 	bool blocks;
 
 	/* As before: nobody to write to on the host means wait. */
-	spin_lock_irqsave(port->outvq_lock, flags);
+	vcon_tx_lock(port, &flags);
 	if (port->unplugged) {
 		blocks = false;
 	} else if (!port->vqs_ready || !READ_ONCE(port->host_connected)) {
@@ -1024,7 +1084,7 @@ static bool vcon_write_blocks(struct vcon_port *port)
 			blocks = !port->out_vq->num_free;
 		}
 	}
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	vcon_tx_unlock(port, flags);
 	return blocks;
 }
 
@@ -1163,7 +1223,7 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 	unsigned long flags;
 	int ret;
 
-	spin_lock_irqsave(port->outvq_lock, flags);
+	vcon_tx_lock(port, &flags);
 	if (port->unplugged) {
 		ret = -ENODEV;
 	} else if (!port->vqs_ready) {
@@ -1174,7 +1234,7 @@ static ssize_t vcon_queue_tx(struct vcon_port *port, struct vcon_txbuf *buf)
 		if (!ret)
 			vcon_tx_mitigate(port);
 	}
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	vcon_tx_unlock(port, flags);
 	return ret;
 }
 
@@ -1325,10 +1385,10 @@ static int vcon_release(struct inode *inode, struct file *filp)
 	/* Data the next opener never asked for is dropped, as before. */
 	vcon_discard_rx(port);
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
-	spin_lock_irqsave(port->outvq_lock, flags);
+	vcon_tx_lock(port, &flags);
 	if (port->vqs_ready)
 		vcon_tx_watch_all(port);
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	vcon_tx_unlock(port, flags);
 	/* Blocks in flight come back to the cache; they wait for an opener. */
 	vcon_tx_cache_drain(port);
 	vcon_port_put(port);
@@ -1386,6 +1446,8 @@ static unsigned int vcon_tx_qnum(u32 id)
 {
 	return vcon_rx_qnum(id) + 1;
 }
+
+static void vcon_remove_port(struct vcon_port *port);
 
 static int vcon_add_port(struct vcon_device *pd, u32 id)
 {
@@ -1450,11 +1512,9 @@ static int vcon_add_port(struct vcon_device *pd, u32 id)
 	return 0;
 
 err_unpublish:
-	spin_lock_irqsave(&pd->ports_lock, flags);
-	pd->ports[id] = NULL;
-	spin_unlock_irqrestore(&pd->ports_lock, flags);
+	/* An open through a stale node may have found it meanwhile. */
+	vcon_remove_port(port);
 	vcon_send_ctrl(pd, id, VIRTIO_CONSOLE_PORT_READY, 0);
-	vcon_port_put(port);
 	return ret;
 }
 
@@ -1533,12 +1593,7 @@ static void vcon_remove_port(struct vcon_port *port)
 	pd->ports[port->id] = NULL;
 	spin_unlock_irqrestore(&pd->ports_lock, flags);
 
-	/*
-	 * All queue locks are of one class (one array): the transmit lock,
-	 * always taken second, is a nesting level of its own.
-	 */
-	spin_lock_irqsave(port->inbuf_lock, flags);
-	spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
+	vcon_lock_queues(port, &flags);
 	WRITE_ONCE(port->unplugged, true);
 	/*
 	 * Only queues the port is on now: during a restore, a port not yet
@@ -1549,8 +1604,7 @@ static void vcon_remove_port(struct vcon_port *port)
 	port->host_connected = false;
 	if (had_vqs)
 		vcon_port_release_buffers(port);
-	spin_unlock(port->outvq_lock);
-	spin_unlock_irqrestore(port->inbuf_lock, flags);
+	vcon_unlock_queues(port, flags);
 
 	vcon_wake(port, POLL_HUP);
 	/*
@@ -1807,12 +1861,12 @@ static void vcon_out_intr(struct virtqueue *vq)
 		vcon_orphan_intr(vq);
 		return;
 	}
-	spin_lock_irqsave(port->outvq_lock, flags);
+	vcon_tx_lock(port, &flags);
 	/* A writer still short of room says so again. */
 	port->tx_waiting = false;
 	if (port->vqs_ready)
 		vcon_reclaim_tx(port);
-	spin_unlock_irqrestore(port->outvq_lock, flags);
+	vcon_tx_unlock(port, flags);
 	wake_up_interruptible(&port->waitqueue);
 	vcon_port_put(port);
 }
@@ -1820,8 +1874,17 @@ static void vcon_out_intr(struct virtqueue *vq)
 static void vcon_ctrl_in_intr(struct virtqueue *vq)
 {
 	struct vcon_device *pd = vq->vdev->priv;
+	unsigned long flags;
 
-	schedule_work(&pd->control_work);
+	/*
+	 * A device may still interrupt after its reset, until its queues
+	 * are deleted: no work once the queues are dead, as the last cancel
+	 * of it may have run (vcon_quiesce()).
+	 */
+	spin_lock_irqsave(&pd->c_ivq_lock, flags);
+	if (!pd->dead)
+		schedule_work(&pd->control_work);
+	spin_unlock_irqrestore(&pd->c_ivq_lock, flags);
 }
 
 static void vcon_config_work(struct work_struct *work)
@@ -2114,16 +2177,14 @@ static int vcon_freeze(struct virtio_device *vdev)
 			continue;
 		/* No reader copies out of inbuf while it goes. */
 		mutex_lock(&port->read_lock);
-		spin_lock_irqsave(port->inbuf_lock, flags);
-		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
+		vcon_lock_queues(port, &flags);
 		port->vqs_ready = false;
 		WRITE_ONCE(port->rx_deferred, false);
 		port->tx_inflight = 0;	/* the reset frees them all */
 		port->tx_waiting = false;
 		kfree(port->inbuf);
 		port->inbuf = NULL;
-		spin_unlock(port->outvq_lock);
-		spin_unlock_irqrestore(port->inbuf_lock, flags);
+		vcon_unlock_queues(port, flags);
 		mutex_unlock(&port->read_lock);
 		vcon_port_put(port);
 	}
@@ -2160,8 +2221,7 @@ static int vcon_restore(struct virtio_device *vdev)
 		port = vcon_port_get(pd, id);
 		if (!port)
 			continue;
-		spin_lock_irqsave(port->inbuf_lock, flags);
-		spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
+		vcon_lock_queues(port, &flags);
 		/*
 		 * The control queue runs already: a PORT_REMOVE may have taken
 		 * the port after we found it.  It keeps no queues then.
@@ -2172,8 +2232,7 @@ static int vcon_restore(struct virtio_device *vdev)
 			port->out_vq = pd->vqs[vcon_tx_qnum(id)];
 			port->vqs_ready = true;
 		}
-		spin_unlock(port->outvq_lock);
-		spin_unlock_irqrestore(port->inbuf_lock, flags);
+		vcon_unlock_queues(port, flags);
 		if (unplugged) {
 			vcon_port_put(port);
 			continue;

@@ -180,6 +180,7 @@ struct vhost_serial_port {
 	u32 used_empty;		/* fault injection: buffers to return empty */
 
 	/* Guarded by the port's tx vq mutex. */
+	bool used_bogus;	/* fault injection: a used entry of no chain */
 	struct file *out;
 	bool zerocopy;		/* out is a pipe fed with guest pages */
 	struct vhost_serial_zc *zc_cur;	/* popped chain, partly pushed */
@@ -1856,6 +1857,11 @@ static void vhost_serial_handle_tx(struct vhost_serial_port *port)
 	if (!vhost_vq_get_backend(vq))
 		goto out_unlock;
 	old = override_creds(port->vs->owner_cred);
+	if (unlikely(port->used_bogus)) {
+		port->used_bogus = false;
+		vhost_add_used(vq, vq->num, 0);
+		vhost_signal(vq->dev, vq);
+	}
 	/* A removed port's output goes nowhere, as with QEMU's device. */
 	if (port->tx_stale) {
 		vhost_serial_tx_discard(port, vq);
@@ -3167,6 +3173,9 @@ static long vhost_serial_dev_ioctl(struct file *f, unsigned int ioctl,
  *                                   fills for the guest BYTES longer
  *     used_empty ID COUNT           hand the next COUNT buffers of port
  *                                   ID back to the guest unfilled
+ *     used_bogus ID                 put an entry in the used ring of port
+ *                                   ID's output queue whose id is no
+ *                                   descriptor (the ring's size)
  *
  * <pid> is the process that opened /dev/vhost-serial.  Nothing here is
  * reachable by a guest or by the VMM's ioctls.
@@ -3264,6 +3273,26 @@ static int vhost_serial_inject_used(struct vhost_serial *vs, char *args,
 	return 0;
 }
 
+static int vhost_serial_inject_bogus(struct vhost_serial *vs, char *args)
+{
+	struct vhost_serial_port *port;
+	struct vhost_virtqueue *vq;
+	u32 id;
+
+	if (kstrtou32(args, 0, &id))
+		return -EINVAL;
+	port = vhost_serial_lookup(vs, id);
+	if (!port)
+		return -ENOENT;
+	vq = vhost_serial_port_tx_vq(port);
+	mutex_lock(&vq->mutex);
+	port->used_bogus = true;
+	mutex_unlock(&vq->mutex);
+	/* The used ring is in the owner's memory: the worker writes it. */
+	vhost_serial_work_queue(vq, &vq->poll.work);
+	return 0;
+}
+
 static ssize_t vhost_serial_inject_write(struct file *f, const char __user *ubuf,
 					 size_t count, loff_t *ppos)
 {
@@ -3292,6 +3321,8 @@ static ssize_t vhost_serial_inject_write(struct file *f, const char __user *ubuf
 		ret = vhost_serial_inject_used(vs, args, false);
 	else if (!strcmp(cmd, "used_empty"))
 		ret = vhost_serial_inject_used(vs, args, true);
+	else if (!strcmp(cmd, "used_bogus"))
+		ret = vhost_serial_inject_bogus(vs, args);
 	else
 		ret = -EINVAL;
 	mutex_unlock(&vs->dev.mutex);

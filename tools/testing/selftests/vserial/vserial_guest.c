@@ -346,7 +346,7 @@ static const struct topo_dev devs_main[] = {
 
 static const struct group groups[] = {
 	{ "main", 2,
-	  "port console multidev legacy hotplug malicious pm bulk",
+	  "port console multidev legacy hotplug malicious pm bulk broken_console",
 	  "console=hvc0", devs_main, ARRAY_SIZE(devs_main) },
 	{ "smp1", 1, "port multidev bulk", "", devs_std, ARRAY_SIZE(devs_std) },
 	{ "smp4", 4, "port multidev bulk", "", devs_std, ARRAY_SIZE(devs_std) },
@@ -1807,7 +1807,8 @@ static int inject_dir(const char *name, char *dir, size_t size)
 
 /*
  * INJECT PORTNAME COMMAND...: COMMAND goes to the "inject" file of the
- * vhost-serial device that has port PORTNAME (see drivers/vhost/serial.c).
+ * vhost-serial device that has port PORTNAME (see drivers/vhost/serial.c);
+ * PORTNAME "-" stands for a port without a name (a legacy device's).
  * Without vhost=on there is no such device: QEMU's own device cannot be
  * made to break the protocol, and the reply says SKIP.
  */
@@ -1821,7 +1822,8 @@ static void cmd_inject(struct host *h, struct request *rq)
 		host_reply(h, rq->tag, "ERR usage");
 		return;
 	}
-	ret = inject_dir(rq->argv[0], dir, sizeof(dir));
+	ret = inject_dir(strcmp(rq->argv[0], "-") ? rq->argv[0] : "", dir,
+			 sizeof(dir));
 	if (ret && !(h->devopts && strstr(h->devopts, "vhost=on"))) {
 		host_reply(h, rq->tag,
 			   "ERR SKIP only a vhost-serial device (vhost=on) can be told to break the protocol");
@@ -2271,11 +2273,14 @@ static bool bad_klog_line(const char *text)
 	return false;
 }
 
-/* Oops, WARNING, BUG, ... lines in the kernel log so far. */
-static int klog_bad(void)
+/*
+ * Lines of the kernel log so far that contain @word, or with @word NULL
+ * the Oops, WARNING, BUG, ... lines.
+ */
+static int klog_count(const char *word)
 {
 	char rec[8192], *text;
-	int fd, bad = 0;
+	int fd, n = 0;
 	ssize_t r;
 
 	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -2290,11 +2295,17 @@ static int klog_bad(void)
 		}
 		rec[r] = '\0';
 		text = strchr(rec, ';');
-		if (text && bad_klog_line(text + 1))
-			bad++;
+		if (text && (word ? !!strstr(text + 1, word) :
+				    bad_klog_line(text + 1)))
+			n++;
 	}
 	close(fd);
-	return bad;
+	return n;
+}
+
+static int klog_bad(void)
+{
+	return klog_count(NULL);
 }
 
 /* -- sysfs and device nodes -- */
@@ -5437,6 +5448,88 @@ TEST_F_TIMEOUT(vsock, host_to_guest_throughput, 300)
 TEST_F_TIMEOUT(vsock, one_byte_round_trip, 300)
 {
 	bench_rtt(_metadata, self->fd, "vsock");
+}
+
+/*
+ * Runs last in its group (fixtures run in the order they are defined): it
+ * leaves the kernel console's output queue broken.
+ *
+ * A device that puts an id it never handed out into the used ring of
+ * hvc0's output queue.  The driver finds it while it holds that queue's
+ * lock: in the output interrupt, or sending what a program writes to
+ * /dev/hvc0, whichever comes first.  The virtio core's report of it is
+ * kernel console output, for the same queue, and neither path defers it.
+ * The driver must drop that output rather than spin on the lock its CPU
+ * holds; the report stays in the kernel log, and the console goes on
+ * through the emergency register.
+ */
+FIXTURE(broken_console) {
+	int kbad;
+	const char *ids[8];
+	int hvc[8];
+	unsigned int n;
+};
+
+FIXTURE_SETUP(broken_console)
+{
+	common_setup(_metadata, &self->kbad);
+	self->n = ids_of_consoles(self->ids, ARRAY_SIZE(self->ids));
+}
+
+FIXTURE_TEARDOWN(broken_console)
+{
+	common_teardown(_metadata, self->kbad);
+}
+
+/* Writes a line to hvc0 as a program does (through the tty layer). */
+static int hvc0_write_line(const char *text)
+{
+	char line[128];
+	ssize_t n;
+	int fd, len;
+
+	len = snprintf(line, sizeof(line), "%s\n", text);
+	fd = open("/dev/hvc0", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, line, len);
+	close(fd);
+	return n == len ? 0 : -EIO;
+}
+
+TEST_F_TIMEOUT(broken_console, bogus_used_id_on_the_kernel_console, 120)
+{
+	const struct topo_port *tp;
+	char before[64], after[64], name[64];
+	const char *id;
+	unsigned int i;
+	int ret;
+
+	if (!strstr(cur_group->cmdline, "console=hvc0"))
+		SKIP(return, "group %s boots without console=hvc0", cur_group->name);
+	MAP_CONSOLES(self->ids, self->n, self->hvc);
+	for (i = 0; i < self->n && self->hvc[i] != 0; i++)
+		;
+	ASSERT_LT(i, self->n) TH_LOG("no console chardev is hvc0");
+	id = self->ids[i];
+	tp = topo_find(cur_group, id, NULL);
+	ASSERT_NE(NULL, tp);
+	/* The host finds the device by the port's name, if it has one. */
+	snprintf(name, sizeof(name), tp->named ? PORT_PREFIX "%s" : "-", id);
+	ret = HOST("INJECT %s used_bogus %u", name, tp->nr);
+	if (ret && !strncmp(host_said, "ERR SKIP ", 9))
+		SKIP(return, "%.200s", host_said + 9);
+	ASSERT_EQ(0, ret) TH_LOG("host: %s", host_said);
+
+	/* Through the device: the entry is in the used ring by then. */
+	snprintf(before, sizeof(before), "vserial-before-%d", getpid());
+	ASSERT_EQ(0, hvc0_write_line(before));
+	ASSERT_EQ(0, host_find(id, before, DATA_TIMEOUT_MS)) TH_LOG("host: %s", host_said);
+	/* This one finds it, unless the interrupt did. */
+	snprintf(after, sizeof(after), "vserial-after-%d", getpid());
+	ASSERT_EQ(0, hvc0_write_line(after));
+	EXPECT_EQ(1, klog_count("out of range"));
+	EXPECT_EQ(0, host_find(id, after, DATA_TIMEOUT_MS)) TH_LOG("host: %s", host_said);
 }
 
 /* ==== main ================================================================= */

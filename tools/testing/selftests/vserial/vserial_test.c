@@ -1347,6 +1347,18 @@ static int pipe_input_port(struct vs_dev *d, struct vs_port_info *info,
 	return ret;
 }
 
+/* Port 0's output goes to @fd, and the guest has the port open. */
+static int port0_output_to(struct vs_dev *d, int fd)
+{
+	int ret = vs_set_backend(d, 0, -1, fd);
+
+	if (!ret)
+		ret = expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, 0, true);
+	return ret;
+}
+
 /* A receive buffer of no bytes is not the backend's end of file. */
 TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 {
@@ -1554,9 +1566,7 @@ TEST_F(vserial, pipe_locked_by_a_stuck_splice_does_not_stall_the_worker)
 	ASSERT_EQ(0, fcntl(p[0], F_SETFL, 0));
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
 	ASSERT_EQ(0, fcntl(sv[0], F_SETFL, O_NONBLOCK));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, p[1]));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, port0_output_to(&self->d, p[1]));
 	filled = fill_socket(sv[1]);
 	ASSERT_LT(0, filled);
 	ASSERT_EQ(1, write(p[1], "x", 1));
@@ -1670,9 +1680,7 @@ TEST_F(vserial, file_backend_stops_at_the_owners_file_size_limit)
 	ASSERT_EQ(0, ret);
 	fd = syscall(__NR_memfd_create, "vserial-out", 0);
 	ASSERT_LE(0, fd);
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, fd));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, port0_output_to(&self->d, fd));
 	buf = vs_alloc(&self->d, len, 64);
 	got = malloc(len);
 	ASSERT_NE(NULL, buf);
@@ -1761,9 +1769,7 @@ TEST_F(vserial, huge_buffer_goes_to_a_roomy_pipe_whole)
 	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
 	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
 	ASSERT_LE((int)(2 * len), fcntl(p[0], F_SETPIPE_SZ, 2 * len));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, p[1]));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, port0_output_to(&self->d, p[1]));
 	buf = vs_alloc(&self->d, len, 64);
 	got = malloc(len);
 	ASSERT_NE(NULL, buf);
@@ -2492,9 +2498,7 @@ TEST_F(vserial, reset_guest_forgets_partial_output_and_open_ports)
 	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
 	/* One page: a 16 KiB buffer goes out in part only. */
 	ASSERT_LE(0, fcntl(p[1], F_SETPIPE_SZ, 4096));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, -1, p[1]));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, port0_output_to(&self->d, p[1]));
 	ASSERT_EQ(0, queue_tx(&self->d, 0, 16384, 'a'));
 	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
 
