@@ -215,21 +215,32 @@ static const struct attribute_group *vcon_port_groups[];
  * holds (or nest two locks of one class).  Console output that finds this
  * CPU inside a transmit lock is dropped instead; the kernel log keeps it.
  * Interrupts are off while the count is raised, so only such a printk
- * sees it.
+ * sees it.  PREEMPT_RT keeps interrupts on under a spinlock, but prints
+ * to these consoles from a thread of its own: nothing is counted there.
  */
 static DEFINE_PER_CPU(unsigned int, vcon_tx_locked);
+
+static void vcon_tx_count(bool held)
+{
+	if (IS_ENABLED(CONFIG_PREEMPT_RT))
+		return;
+	if (held)
+		this_cpu_inc(vcon_tx_locked);
+	else
+		this_cpu_dec(vcon_tx_locked);
+}
 
 static void vcon_tx_lock(struct vcon_port *port, unsigned long *flags)
 	__acquires(port->outvq_lock)
 {
 	spin_lock_irqsave(port->outvq_lock, *flags);
-	this_cpu_inc(vcon_tx_locked);
+	vcon_tx_count(true);
 }
 
 static void vcon_tx_unlock(struct vcon_port *port, unsigned long flags)
 	__releases(port->outvq_lock)
 {
-	this_cpu_dec(vcon_tx_locked);
+	vcon_tx_count(false);
 	spin_unlock_irqrestore(port->outvq_lock, flags);
 }
 
@@ -243,13 +254,13 @@ static void vcon_lock_queues(struct vcon_port *port, unsigned long *flags)
 {
 	spin_lock_irqsave(port->inbuf_lock, *flags);
 	spin_lock_nested(port->outvq_lock, SINGLE_DEPTH_NESTING);
-	this_cpu_inc(vcon_tx_locked);
+	vcon_tx_count(true);
 }
 
 static void vcon_unlock_queues(struct vcon_port *port, unsigned long flags)
 	__releases(port->outvq_lock) __releases(port->inbuf_lock)
 {
-	this_cpu_dec(vcon_tx_locked);
+	vcon_tx_count(false);
 	spin_unlock(port->outvq_lock);
 	spin_unlock_irqrestore(port->inbuf_lock, flags);
 }

@@ -147,6 +147,7 @@ struct vhost_serial_bpoll {
 	struct vhost_work work;
 	struct vhost_virtqueue *vq;
 	struct timer_list retry;	/* see vhost_serial_pipe_trylock() */
+	unsigned int backoff;		/* the retry's, as a shift */
 };
 
 struct vhost_serial_port {
@@ -846,6 +847,9 @@ static int vhost_serial_fsize_clamp(struct vhost_serial *vs,
 
 	if (limit == RLIM_INFINITY || !S_ISREG(file_inode(file)->i_mode))
 		return 0;
+	/* Where the write lands; another appender may still move it on. */
+	if (file->f_flags & O_APPEND)
+		pos = i_size_read(file_inode(file));
 	if (pos < 0 || pos >= limit)
 		return -EFBIG;
 	iov_iter_truncate(iter, limit - pos);
@@ -880,17 +884,35 @@ static ssize_t vhost_serial_file_io(struct vhost_serial_port *port,
  * operations, which sleep on the pipe's lock: whoever holds it may keep it
  * as long as they like (a blocking splice(2) between the pipe and a socket
  * holds it while it waits on the socket), and the worker must never wait
- * for them.  When the lock is busy the port looks again after
- * VHOST_SERIAL_PIPE_RETRY: unlocking a pipe wakes nobody.
+ * for them.  The host side of a busy port holds it all the time it copies
+ * (a read of a full 1 MiB pipe, a millisecond or so under emulation), so
+ * the worker tries for up to VHOST_SERIAL_PIPE_SPIN_NS, letting others
+ * run meanwhile.  After that the port looks again VHOST_SERIAL_PIPE_RETRY
+ * later, as unlocking a pipe wakes nobody, and twice as late each time
+ * the lock is still busy, up to 16 times: a lock held that long is held
+ * by a sleeper, and the spinning costs the worker's CPU.
  */
+#define VHOST_SERIAL_PIPE_SPIN_NS	(2 * NSEC_PER_MSEC)
 #define VHOST_SERIAL_PIPE_RETRY		msecs_to_jiffies(10)
+#define VHOST_SERIAL_PIPE_BACKOFF_MAX	4
 
+/* Caller holds the mutex of the queue @bp belongs to. */
 static bool vhost_serial_pipe_trylock(struct pipe_inode_info *pipe,
 				      struct vhost_serial_bpoll *bp)
 {
-	if (mutex_trylock(&pipe->mutex))
-		return true;
-	mod_timer(&bp->retry, jiffies + VHOST_SERIAL_PIPE_RETRY);
+	u64 end = ktime_get_ns() + VHOST_SERIAL_PIPE_SPIN_NS;
+
+	do {
+		if (mutex_trylock(&pipe->mutex)) {
+			bp->backoff = 0;
+			return true;
+		}
+		cond_resched();
+		cpu_relax();
+	} while (ktime_get_ns() < end);
+	mod_timer(&bp->retry, jiffies + (VHOST_SERIAL_PIPE_RETRY << bp->backoff));
+	if (bp->backoff < VHOST_SERIAL_PIPE_BACKOFF_MAX)
+		bp->backoff++;
 	return false;
 }
 
@@ -920,8 +942,16 @@ static ssize_t vhost_serial_pipe_read(struct vhost_serial_port *port,
 		return -EAGAIN;
 	ret = __splice_from_pipe(pipe, &sd, vhost_serial_pipe_to_iter);
 	pipe_unlock(pipe);
-	/* A vhost task sees SIGKILL when its owner dies: not the pipe's error. */
-	return ret == -ERESTARTSYS ? -EAGAIN : ret;
+	/*
+	 * A signal for the vhost task (the owner stopped, frozen or killed)
+	 * ends the call before any data: not the pipe's error, and no one
+	 * else will say the data is there, so look again later.
+	 */
+	if (ret == -ERESTARTSYS) {
+		mod_timer(&port->in_poll.retry, jiffies + VHOST_SERIAL_PIPE_RETRY);
+		return -EAGAIN;
+	}
+	return ret;
 }
 
 static void vhost_serial_pipe_wake_readers(struct pipe_inode_info *pipe)
@@ -946,26 +976,32 @@ static struct pipe_buffer *vhost_serial_pipe_tail(struct pipe_inode_info *pipe)
 
 /*
  * As write(2) on an O_NONBLOCK pipe: what fits, in pages of our own that
- * later writes may fill up as the pipe's own are; -EAGAIN when full,
- * -EPIPE without readers (and no SIGPIPE: the worker's would go nowhere).
+ * later writes may fill up as the pipe's own are (a packet each in a
+ * packet pipe, O_DIRECT); -EAGAIN when full, -EPIPE without readers (and
+ * no SIGPIPE: the worker's would go nowhere).  The pipe's times and
+ * fsnotify events are left alone.
  */
 static ssize_t vhost_serial_pipe_write(struct vhost_serial_port *port,
 				       struct pipe_inode_info *pipe,
 				       struct iov_iter *from)
 {
+	bool packet = port->out->f_flags & O_DIRECT;
 	struct pipe_buffer *tail, buf;
 	struct page *page;
 	ssize_t ret = 0;
 	size_t done = 0;
 	size_t n;
 
+	/* Also unlocked: a pipe nobody reads hangs up even while held. */
+	if (!READ_ONCE(pipe->readers))
+		return -EPIPE;
 	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
 		return -EAGAIN;
 	if (!pipe->readers) {
 		ret = -EPIPE;
 		goto out_unlock;
 	}
-	tail = vhost_serial_pipe_tail(pipe);
+	tail = packet ? NULL : vhost_serial_pipe_tail(pipe);
 	if (tail) {
 		n = min_t(size_t, iov_iter_count(from),
 			  PAGE_SIZE - tail->offset - tail->len);
@@ -991,7 +1027,8 @@ static ssize_t vhost_serial_pipe_write(struct vhost_serial_port *port,
 			.page = page,
 			.len = n,
 			.ops = &nosteal_pipe_buf_ops,
-			.flags = PIPE_BUF_FLAG_CAN_MERGE,
+			.flags = packet ? PIPE_BUF_FLAG_PACKET :
+					  PIPE_BUF_FLAG_CAN_MERGE,
 		};
 		add_to_pipe(pipe, &buf);
 		done += n;
@@ -1610,6 +1647,8 @@ static int vhost_serial_zc_push(struct vhost_serial_port *port,
 	bool added = false;
 	ssize_t ret = 0;
 
+	if (!READ_ONCE(pipe->readers))
+		return -EPIPE;
 	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
 		return -EAGAIN;
 	while (zc->next < zc->nsegs) {

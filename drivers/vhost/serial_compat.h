@@ -5,9 +5,9 @@
  *
  * 6.5 gave each virtqueue its own worker (work is queued on a queue, polls
  * know their queue) and added the worker ioctls, whose numbers tell us which
- * API we build against.  6.7 moved the file system's freeze protection into
- * vfs_iter_write(), and 6.8 dropped the count argument of eventfd_signal();
- * Kbuild finds out which ones the headers declare.
+ * API we build against.  Later, vfs_iter_write() took the file system's
+ * freeze protection into itself, and 6.8 dropped the count argument of
+ * eventfd_signal(); Kbuild finds out which ones the headers declare.
  */
 #ifndef _VHOST_SERIAL_COMPAT_H
 #define _VHOST_SERIAL_COMPAT_H

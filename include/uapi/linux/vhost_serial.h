@@ -106,8 +106,9 @@ struct vhost_serial_port_config {
  * clear it on a tty while the port is in use: an I/O already past that
  * check may sleep in the worker until the tty is ready.  Pipes and FIFOs
  * are read and written by the module itself, never while another task
- * holds the pipe's lock; the port tries again every 10 ms, and the other
- * ports go on.  A task that splices between such a pipe and a socket must
+ * holds the pipe's lock: the port tries again 10 ms later, then less and
+ * less often (up to 160 ms), and the other ports go on.  A task that
+ * splices between such a pipe and a socket must
  * not wait inside splice(2) (make the socket non-blocking, or pass
  * SPLICE_F_NONBLOCK, and poll): it holds the lock while it waits, and the
  * port's data waits with it.
