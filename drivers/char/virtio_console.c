@@ -1582,10 +1582,13 @@ static void vcon_orphan_intr(struct virtqueue *vq)
 	unsigned long flags;
 	void *buf;
 
+	/* Counted as a transmit lock: a port plugged again may share it. */
 	spin_lock_irqsave(lock, flags);
+	vcon_tx_count(true);
 	if (!pd->dead)
 		while ((buf = vcon_vq_get(vq)))
 			vcon_free_buf(vq, buf);
+	vcon_tx_count(false);
 	spin_unlock_irqrestore(lock, flags);
 }
 

@@ -896,24 +896,53 @@ static ssize_t vhost_serial_file_io(struct vhost_serial_port *port,
 #define VHOST_SERIAL_PIPE_RETRY		msecs_to_jiffies(10)
 #define VHOST_SERIAL_PIPE_BACKOFF_MAX	4
 
+/* The port looks at its pipe again later; caller holds @bp's vq mutex. */
+static void vhost_serial_pipe_retry(struct vhost_serial_bpoll *bp)
+{
+	mod_timer(&bp->retry, jiffies + (VHOST_SERIAL_PIPE_RETRY << bp->backoff));
+	if (bp->backoff < VHOST_SERIAL_PIPE_BACKOFF_MAX)
+		bp->backoff++;
+}
+
 /* Caller holds the mutex of the queue @bp belongs to. */
 static bool vhost_serial_pipe_trylock(struct pipe_inode_info *pipe,
 				      struct vhost_serial_bpoll *bp)
 {
-	u64 end = ktime_get_ns() + VHOST_SERIAL_PIPE_SPIN_NS;
+	u64 end;
 
-	do {
-		if (mutex_trylock(&pipe->mutex)) {
-			bp->backoff = 0;
-			return true;
-		}
-		cond_resched();
-		cpu_relax();
-	} while (ktime_get_ns() < end);
-	mod_timer(&bp->retry, jiffies + (VHOST_SERIAL_PIPE_RETRY << bp->backoff));
-	if (bp->backoff < VHOST_SERIAL_PIPE_BACKOFF_MAX)
-		bp->backoff++;
-	return false;
+	if (!mutex_trylock(&pipe->mutex)) {
+		end = ktime_get_ns() + VHOST_SERIAL_PIPE_SPIN_NS;
+		do {
+			cond_resched();
+			cpu_relax();
+			if (ktime_get_ns() >= end) {
+				vhost_serial_pipe_retry(bp);
+				return false;
+			}
+		} while (!mutex_trylock(&pipe->mutex));
+	}
+	bp->backoff = 0;
+	return true;
+}
+
+/*
+ * The output pipe, locked, with a reader: 0, -EAGAIN (busy) or -EPIPE.
+ * Readers are looked at before the lock as well, so that a pipe nobody
+ * reads hangs up even while someone holds it; and under the lock, where
+ * they cannot go, as add_to_pipe() would raise SIGPIPE in the worker.
+ */
+static int vhost_serial_pipe_lock_out(struct vhost_serial_port *port,
+				      struct pipe_inode_info *pipe)
+{
+	if (!READ_ONCE(pipe->readers))
+		return -EPIPE;
+	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
+		return -EAGAIN;
+	if (!pipe->readers) {
+		pipe_unlock(pipe);
+		return -EPIPE;
+	}
+	return 0;
 }
 
 static int vhost_serial_pipe_to_iter(struct pipe_inode_info *pipe,
@@ -948,7 +977,7 @@ static ssize_t vhost_serial_pipe_read(struct vhost_serial_port *port,
 	 * else will say the data is there, so look again later.
 	 */
 	if (ret == -ERESTARTSYS) {
-		mod_timer(&port->in_poll.retry, jiffies + VHOST_SERIAL_PIPE_RETRY);
+		vhost_serial_pipe_retry(&port->in_poll);
 		return -EAGAIN;
 	}
 	return ret;
@@ -988,19 +1017,13 @@ static ssize_t vhost_serial_pipe_write(struct vhost_serial_port *port,
 	bool packet = port->out->f_flags & O_DIRECT;
 	struct pipe_buffer *tail, buf;
 	struct page *page;
-	ssize_t ret = 0;
 	size_t done = 0;
+	ssize_t ret;
 	size_t n;
 
-	/* Also unlocked: a pipe nobody reads hangs up even while held. */
-	if (!READ_ONCE(pipe->readers))
-		return -EPIPE;
-	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
-		return -EAGAIN;
-	if (!pipe->readers) {
-		ret = -EPIPE;
-		goto out_unlock;
-	}
+	ret = vhost_serial_pipe_lock_out(port, pipe);
+	if (ret)
+		return ret;
 	tail = packet ? NULL : vhost_serial_pipe_tail(pipe);
 	if (tail) {
 		n = min_t(size_t, iov_iter_count(from),
@@ -1033,7 +1056,6 @@ static ssize_t vhost_serial_pipe_write(struct vhost_serial_port *port,
 		add_to_pipe(pipe, &buf);
 		done += n;
 	}
-out_unlock:
 	pipe_unlock(pipe);
 	if (done) {
 		vhost_serial_pipe_wake_readers(pipe);
@@ -1647,16 +1669,10 @@ static int vhost_serial_zc_push(struct vhost_serial_port *port,
 	bool added = false;
 	ssize_t ret = 0;
 
-	if (!READ_ONCE(pipe->readers))
-		return -EPIPE;
-	if (!vhost_serial_pipe_trylock(pipe, &port->out_poll))
-		return -EAGAIN;
+	ret = vhost_serial_pipe_lock_out(port, pipe);
+	if (ret)
+		return ret;
 	while (zc->next < zc->nsegs) {
-		/* Checked first: add_to_pipe would signal the worker. */
-		if (!pipe->readers) {
-			ret = -EPIPE;
-			break;
-		}
 		if (pipe_full(pipe->head, pipe->tail, pipe->max_usage)) {
 			ret = -EAGAIN;
 			break;
@@ -3269,22 +3285,32 @@ static int vhost_serial_inject_ctrl(struct vhost_serial *vs, char *args)
 	return vhost_serial_ctrl_queue(vs, msg);
 }
 
+/* The port whose number @id_s is. */
+static struct vhost_serial_port *
+vhost_serial_inject_port(struct vhost_serial *vs, const char *id_s)
+{
+	struct vhost_serial_port *port;
+	u32 id;
+
+	if (kstrtou32(id_s, 0, &id))
+		return ERR_PTR(-EINVAL);
+	port = vhost_serial_lookup(vs, id);
+	return port ?: ERR_PTR(-ENOENT);
+}
+
 /* "ID N": a receive fault for port ID, N times or N bytes, N <= @max. */
 static struct vhost_serial_port *
 vhost_serial_inject_rx_args(struct vhost_serial *vs, char *args, u32 max,
 			    u32 *n)
 {
-	struct vhost_serial_port *port;
 	char *id_s;
-	u32 id;
 
 	id_s = strsep(&args, " ");
-	if (!args || kstrtou32(id_s, 0, &id) || kstrtou32(args, 0, n))
+	if (!args || kstrtou32(args, 0, n))
 		return ERR_PTR(-EINVAL);
 	if (*n > max)
 		return ERR_PTR(-ERANGE);
-	port = vhost_serial_lookup(vs, id);
-	return port ?: ERR_PTR(-ENOENT);
+	return vhost_serial_inject_port(vs, id_s);
 }
 
 static int vhost_serial_inject_used(struct vhost_serial *vs, char *args,
@@ -3314,15 +3340,11 @@ static int vhost_serial_inject_used(struct vhost_serial *vs, char *args,
 
 static int vhost_serial_inject_bogus(struct vhost_serial *vs, char *args)
 {
-	struct vhost_serial_port *port;
+	struct vhost_serial_port *port = vhost_serial_inject_port(vs, args);
 	struct vhost_virtqueue *vq;
-	u32 id;
 
-	if (kstrtou32(args, 0, &id))
-		return -EINVAL;
-	port = vhost_serial_lookup(vs, id);
-	if (!port)
-		return -ENOENT;
+	if (IS_ERR(port))
+		return PTR_ERR(port);
 	vq = vhost_serial_port_tx_vq(port);
 	mutex_lock(&vq->mutex);
 	port->used_bogus = true;

@@ -1329,6 +1329,30 @@ TEST_F(vserial, backend_dead_on_attach_ends_as_hung_up)
 	}
 }
 
+/* One page of receive buffer on @vq, the device kicked; NULL on failure. */
+static char *post_rx_page(struct vs_dev *d, struct vs_vq *vq)
+{
+	char *buf = vs_alloc(d, 4096, 64);
+	struct iovec one = { .iov_base = buf, .iov_len = 4096 };
+
+	if (!buf || vs_vq_add(vq, NULL, 0, &one, 1, buf) < 0)
+		return NULL;
+	vs_vq_kick(vq);
+	return buf;
+}
+
+/* Port 0's backend is @in_fd and @out_fd, and the guest has it open. */
+static int port0_attach(struct vs_dev *d, int in_fd, int out_fd)
+{
+	int ret = vs_set_backend(d, 0, in_fd, out_fd);
+
+	if (!ret)
+		ret = expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
+	if (!ret)
+		ret = vs_guest_open(d, 0, true);
+	return ret;
+}
+
 /* Port 0 of a new device, open, its input read from pipe p[] (p[1]: host). */
 static int pipe_input_port(struct vs_dev *d, struct vs_port_info *info,
 			   int p[2])
@@ -1339,24 +1363,7 @@ static int pipe_input_port(struct vs_dev *d, struct vs_port_info *info,
 		return ret;
 	if (pipe2(p, O_NONBLOCK | O_CLOEXEC))
 		return -errno;
-	ret = vs_set_backend(d, 0, p[0], -1);
-	if (!ret)
-		ret = expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
-	if (!ret)
-		ret = vs_guest_open(d, 0, true);
-	return ret;
-}
-
-/* Port 0's output goes to @fd, and the guest has the port open. */
-static int port0_output_to(struct vs_dev *d, int fd)
-{
-	int ret = vs_set_backend(d, 0, -1, fd);
-
-	if (!ret)
-		ret = expect_ctrl(d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
-	if (!ret)
-		ret = vs_guest_open(d, 0, true);
-	return ret;
+	return port0_attach(d, p[0], -1);
 }
 
 /* A receive buffer of no bytes is not the backend's end of file. */
@@ -1406,7 +1413,6 @@ TEST_F(vserial, empty_receive_buffer_is_not_end_of_file)
 TEST_F(vserial, backend_made_blocking_hangs_up_not_the_worker)
 {
 	struct vhost_serial_port_state st;
-	struct iovec one;
 	int p[2] = { -1, -1 };
 	struct vs_vq *vq;
 	char *buf;
@@ -1414,11 +1420,8 @@ TEST_F(vserial, backend_made_blocking_hangs_up_not_the_worker)
 	REQUIRE_DEVICE();
 	ASSERT_EQ(0, pipe_input_port(&self->d, self->info, p));
 	vq = &self->d.vqs[vs_rx_vq(0)];
-	buf = vs_alloc(&self->d, 4096, 64);
+	buf = post_rx_page(&self->d, vq);
 	ASSERT_NE(NULL, buf);
-	one = (struct iovec){ .iov_base = buf, .iov_len = 4096 };
-	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &one, 1, buf));
-	vs_vq_kick(vq);
 	ASSERT_EQ(0, fcntl(p[0], F_SETFL, 0));
 	ASSERT_EQ(1, write(p[1], "z", 1));
 
@@ -1480,7 +1483,6 @@ static bool sleeps_in_syscall(pid_t pid, long nr)
 TEST_F(vserial, pipe_locked_by_a_waiting_splice_does_not_stall_the_worker)
 {
 	int p[2] = { -1, -1 }, sv[2] = { -1, -1 };
-	struct iovec one;
 	struct vs_vq *vq;
 	uint32_t len;
 	ssize_t ret;
@@ -1494,9 +1496,7 @@ TEST_F(vserial, pipe_locked_by_a_waiting_splice_does_not_stall_the_worker)
 	/* splice(2) would not wait if either end were O_NONBLOCK. */
 	ASSERT_EQ(0, fcntl(p[1], F_SETFL, 0));
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
-	ASSERT_EQ(0, vs_set_backend(&self->d, 0, p[0], -1));
-	ASSERT_EQ(0, expect_ctrl(&self->d, 0, VIRTIO_CONSOLE_PORT_OPEN, 1));
-	ASSERT_EQ(0, vs_guest_open(&self->d, 0, true));
+	ASSERT_EQ(0, port0_attach(&self->d, p[0], -1));
 	ASSERT_EQ(5, write(p[1], "hello", 5));
 
 	pid = fork();
@@ -1506,11 +1506,8 @@ TEST_F(vserial, pipe_locked_by_a_waiting_splice_does_not_stall_the_worker)
 	ASSERT_TRUE(sleeps_in_syscall(pid, SYS_splice));
 
 	vq = &self->d.vqs[vs_rx_vq(0)];
-	buf = vs_alloc(&self->d, 4096, 64);
+	buf = post_rx_page(&self->d, vq);
 	ASSERT_NE(NULL, buf);
-	one = (struct iovec){ .iov_base = buf, .iov_len = 4096 };
-	ASSERT_LE(0, vs_vq_add(vq, NULL, 0, &one, 1, buf));
-	vs_vq_kick(vq);
 	/* Port 0's kick came first: a worker asleep on its pipe moves none. */
 	ret = quick_transfer(&self->d, 1);
 	ASSERT_EQ(0, shutdown(sv[1], SHUT_WR));
@@ -1566,7 +1563,7 @@ TEST_F(vserial, pipe_locked_by_a_stuck_splice_does_not_stall_the_worker)
 	ASSERT_EQ(0, fcntl(p[0], F_SETFL, 0));
 	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
 	ASSERT_EQ(0, fcntl(sv[0], F_SETFL, O_NONBLOCK));
-	ASSERT_EQ(0, port0_output_to(&self->d, p[1]));
+	ASSERT_EQ(0, port0_attach(&self->d, -1, p[1]));
 	filled = fill_socket(sv[1]);
 	ASSERT_LT(0, filled);
 	ASSERT_EQ(1, write(p[1], "x", 1));
@@ -1688,7 +1685,7 @@ TEST_F(vserial, file_backend_stops_at_the_owners_file_size_limit)
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	afd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	ASSERT_LE(0, afd);
-	ASSERT_EQ(0, port0_output_to(&self->d, afd));
+	ASSERT_EQ(0, port0_attach(&self->d, -1, afd));
 	buf = vs_alloc(&self->d, len, 64);
 	ASSERT_NE(NULL, buf);
 	vs_pattern(&seed, buf, len);
@@ -1776,7 +1773,7 @@ TEST_F(vserial, huge_buffer_goes_to_a_roomy_pipe_whole)
 	ASSERT_EQ(0, vs_bring_up(&self->d, 2, 1, self->info));
 	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
 	ASSERT_LE((int)(2 * len), fcntl(p[0], F_SETPIPE_SZ, 2 * len));
-	ASSERT_EQ(0, port0_output_to(&self->d, p[1]));
+	ASSERT_EQ(0, port0_attach(&self->d, -1, p[1]));
 	buf = vs_alloc(&self->d, len, 64);
 	got = malloc(len);
 	ASSERT_NE(NULL, buf);
@@ -2215,26 +2212,6 @@ static char *zc_queue(struct vs_dev *d, size_t len, uint32_t seed)
 	return vs_vq_send(&d->vqs[vs_tx_vq(0)], buf, len) ? NULL : buf;
 }
 
-/* Reads exactly len bytes of the pipe, waiting for them. */
-static int zc_read(int fd, char *out, size_t len)
-{
-	size_t done = 0;
-	ssize_t n;
-
-	while (done < len) {
-		n = read(fd, out + done, len - done);
-		if (n < 0 && errno == EAGAIN) {
-			if (vs_wait_fd(fd, POLLIN, VS_TIMEOUT_MS))
-				return -ETIMEDOUT;
-			continue;
-		}
-		if (n <= 0)
-			return n ? -errno : -EPIPE;
-		done += n;
-	}
-	return 0;
-}
-
 TEST_F(vserial, zerocopy_output_is_exact)
 {
 	struct vhost_serial_port_state st;
@@ -2286,10 +2263,10 @@ TEST_F(vserial, zerocopy_buffer_returns_only_after_the_pipe_let_go)
 	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS));
 	EXPECT_EQ(NULL, vs_vq_get(vq, NULL));
 	/* Half read: the other half still points into guest memory. */
-	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF / 2));
+	ASSERT_EQ(0, read_exactly(p[0], got, ZC_BUF / 2));
 	EXPECT_EQ(-ETIMEDOUT, vs_vq_wait(vq, ZC_QUIET_MS));
 	EXPECT_EQ(NULL, vs_vq_get(vq, NULL));
-	ASSERT_EQ(0, zc_read(p[0], got + ZC_BUF / 2, ZC_BUF / 2));
+	ASSERT_EQ(0, read_exactly(p[0], got + ZC_BUF / 2, ZC_BUF / 2));
 	EXPECT_EQ(0, memcmp(buf, got, ZC_BUF));
 	/* All released: now it comes back. */
 	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
@@ -2317,7 +2294,7 @@ static int set_ring_addr_again(struct vs_dev *d, unsigned int index)
 static int zc_read_then_returned(struct vs_vq *vq, int rd, const char *buf,
 				 char *got)
 {
-	int ret = zc_read(rd, got, ZC_BUF);
+	int ret = read_exactly(rd, got, ZC_BUF);
 
 	if (ret)
 		return ret;
@@ -2405,7 +2382,7 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 		TH_LOG("the second buffer was pinned over the limit");
 	EXPECT_EQ(b, vs_vq_get(vq, NULL));
 	EXPECT_EQ(NULL, vs_vq_get(vq, NULL));
-	ASSERT_EQ(0, zc_read(p[0], got, 2 * ZC_BUF));
+	ASSERT_EQ(0, read_exactly(p[0], got, 2 * ZC_BUF));
 	EXPECT_EQ(0, memcmp(a, got, ZC_BUF));
 	EXPECT_EQ(0, memcmp(b, got + ZC_BUF, ZC_BUF));
 	ASSERT_EQ(0, vs_vq_wait(vq, VS_TIMEOUT_MS));
@@ -2423,7 +2400,7 @@ TEST_F(vserial, zerocopy_pins_count_against_memlock)
 		ASSERT_NE(NULL, a);
 		ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
 		vs_close(&self->d);
-		ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
+		ASSERT_EQ(0, read_exactly(p[0], got, ZC_BUF));
 		close(p[0]);
 		close(p[1]);
 	}
@@ -2505,7 +2482,7 @@ TEST_F(vserial, reset_guest_forgets_partial_output_and_open_ports)
 	ASSERT_EQ(0, pipe2(p, O_NONBLOCK | O_CLOEXEC));
 	/* One page: a 16 KiB buffer goes out in part only. */
 	ASSERT_LE(0, fcntl(p[1], F_SETPIPE_SZ, 4096));
-	ASSERT_EQ(0, port0_output_to(&self->d, p[1]));
+	ASSERT_EQ(0, port0_attach(&self->d, -1, p[1]));
 	ASSERT_EQ(0, queue_tx(&self->d, 0, 16384, 'a'));
 	ASSERT_EQ(0, vs_wait_fd(p[0], POLLIN, VS_TIMEOUT_MS));
 
@@ -2614,7 +2591,7 @@ TEST_F(vserial, zerocopy_pages_outlive_the_device_and_its_memory)
 	vs_close(&self->d);
 	EXPECT_TRUE(module_stays())
 		TH_LOG("the module went, or delete_module said %s", strerror(errno));
-	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF));
+	ASSERT_EQ(0, read_exactly(p[0], got, ZC_BUF));
 	EXPECT_EQ(0, memcmp(copy, got, ZC_BUF));
 	free(copy);
 	free(got);
@@ -2671,7 +2648,7 @@ TEST_F(vserial, zerocopy_leaves_no_page_pinned)
 	vs_close(&self->d);
 	got = malloc(ZC_BUF);
 	ASSERT_NE(NULL, got);
-	ASSERT_EQ(0, zc_read(p[0], got, ZC_BUF / 2));
+	ASSERT_EQ(0, read_exactly(p[0], got, ZC_BUF / 2));
 	/* The rest goes with the pipe. */
 	close(p[0]);
 	close(p[1]);
